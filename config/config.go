@@ -1,0 +1,167 @@
+// Package config holds Millstream's configuration schema: one YAML file whose
+// every key has a default (Default), is validated with file:line in errors, and
+// is documented in docs/configuration.md. Precedence, lowest to highest:
+// defaults, the YAML file, MILLSTREAM_<SECTION>_<KEY> environment variables,
+// command-line flags.
+package config
+
+import "time"
+
+// Config is the whole configuration file.
+type Config struct {
+	// DataDir holds the embedded log and all derived state.
+	DataDir string  `yaml:"data_dir"`
+	Log     Log     `yaml:"log"`
+	MQTT    MQTT    `yaml:"mqtt"`
+	HTTP    HTTP    `yaml:"http"`
+	Logging Logging `yaml:"logging"`
+}
+
+// Log configures the event log.
+type Log struct {
+	// Backend is "embedded" (segment files under data_dir/log).
+	Backend string `yaml:"backend"`
+	// Fsync is "group" (concurrent appends share one fsync, flushed every
+	// FsyncInterval or FsyncBytes, whichever comes first) or "always" (every
+	// append is written and fsynced on its own).
+	Fsync         string   `yaml:"fsync"`
+	FsyncInterval Duration `yaml:"fsync_interval"`
+	FsyncBytes    ByteSize `yaml:"fsync_bytes"`
+	// SegmentBytes and SegmentAge roll the active segment.
+	SegmentBytes ByteSize `yaml:"segment_bytes"`
+	SegmentAge   Duration `yaml:"segment_age"`
+	// Defaults for topics without an entry in Topics.
+	Partitions     int32    `yaml:"partitions"`
+	RetentionAge   Duration `yaml:"retention_age"`
+	RetentionBytes ByteSize `yaml:"retention_bytes"`
+	// Topics overrides partitions and retention per topic name.
+	Topics map[string]Topic `yaml:"topics"`
+}
+
+// Topic overrides the log defaults for one topic. Zero fields inherit.
+type Topic struct {
+	Partitions     int32    `yaml:"partitions"`
+	RetentionAge   Duration `yaml:"retention_age"`
+	RetentionBytes ByteSize `yaml:"retention_bytes"`
+}
+
+// MQTT configures the broker.
+type MQTT struct {
+	Listeners []Listener `yaml:"listeners"`
+	// AllowAnonymous lets clients connect without credentials. Unset means:
+	// allowed only when every listener is bound to a loopback address.
+	AllowAnonymous *bool  `yaml:"allow_anonymous"`
+	Users          []User `yaml:"users"`
+	ACL            []ACL  `yaml:"acl"`
+	Limits         Limits `yaml:"limits"`
+	// IngressTopic is the log topic every PUBLISH is appended to.
+	IngressTopic string `yaml:"ingress_topic"`
+}
+
+// Listener is one MQTT listener.
+type Listener struct {
+	Name string `yaml:"name"`
+	// Type is "tcp" or "websocket".
+	Type    string `yaml:"type"`
+	Address string `yaml:"address"`
+	TLS     TLS    `yaml:"tls"`
+}
+
+// TLS enables TLS on a listener when CertFile is set.
+type TLS struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile enables client certificates, verified against this CA.
+	ClientCAFile string `yaml:"client_ca_file"`
+	// RequireClientCert rejects clients without a valid certificate; the
+	// certificate's common name then is the username for ACLs.
+	RequireClientCert bool `yaml:"require_client_cert"`
+}
+
+// User is one MQTT user. PasswordHash is a bcrypt hash ("millstream passwd"
+// prints one).
+type User struct {
+	Username     string `yaml:"username"`
+	PasswordHash string `yaml:"password_hash"`
+}
+
+// ACL is one access rule. Rules are evaluated in order; the first rule whose
+// user and filter match decides. With no matching rule: allow when no ACL is
+// configured, deny otherwise.
+type ACL struct {
+	// User is a username, or "*" for everyone (anonymous included).
+	User string `yaml:"user"`
+	// Action is "publish", "subscribe" or "all".
+	Action string `yaml:"action"`
+	// Allow and Deny are MQTT topic filters (+ and # wildcards). Deny wins
+	// over Allow within one rule.
+	Allow []string `yaml:"allow"`
+	Deny  []string `yaml:"deny"`
+}
+
+// Limits bound what clients may do.
+type Limits struct {
+	MaxPacketSize ByteSize `yaml:"max_packet_size"`
+	MaxConnections int64   `yaml:"max_connections"`
+	// MaxInflight is the MQTT receive maximum: QoS 1/2 messages a client may
+	// have unacknowledged, in each direction.
+	MaxInflight uint16 `yaml:"max_inflight"`
+	// MaxSessionExpiry caps the session expiry interval clients may ask for.
+	MaxSessionExpiry Duration `yaml:"max_session_expiry"`
+	// MaxQueuedMessages bounds the messages queued for one client.
+	MaxQueuedMessages int32 `yaml:"max_queued_messages"`
+}
+
+// HTTP configures the HTTP API, UI and /metrics.
+type HTTP struct {
+	Address string `yaml:"address"`
+}
+
+// Logging configures Millstream's own logs.
+type Logging struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is text or json.
+	Format string `yaml:"format"`
+}
+
+// Default returns the configuration used when no file is given.
+func Default() Config {
+	return Config{
+		DataDir: "./data",
+		Log: Log{
+			Backend:        "embedded",
+			Fsync:          "group",
+			FsyncInterval:  Duration(time.Millisecond),
+			FsyncBytes:     ByteSize(4 << 20),
+			SegmentBytes:   ByteSize(128 << 20),
+			SegmentAge:     Duration(24 * time.Hour),
+			Partitions:     1,
+			RetentionAge:   Duration(7 * 24 * time.Hour),
+			RetentionBytes: -1,
+		},
+		MQTT: MQTT{
+			Listeners: []Listener{
+				{Name: "tcp", Type: "tcp", Address: "127.0.0.1:1883"},
+				{Name: "ws", Type: "websocket", Address: "127.0.0.1:8083"},
+			},
+			IngressTopic: "mqtt.ingress",
+			Limits: Limits{
+				MaxPacketSize:     ByteSize(1 << 20),
+				MaxConnections:    10000,
+				MaxInflight:       1024,
+				MaxSessionExpiry:  Duration(7 * 24 * time.Hour),
+				MaxQueuedMessages: 8192,
+			},
+		},
+		HTTP:    HTTP{Address: "127.0.0.1:8080"},
+		Logging: Logging{Level: "info", Format: "text"},
+	}
+}
+
+// Duration is a time.Duration written as "250ms", "7d" or "1h30m" in YAML.
+type Duration time.Duration
+
+// ByteSize is a size in bytes written as 1048576, "512KiB", "128MiB", "1GB".
+// -1 means unlimited where the option says so.
+type ByteSize int64
