@@ -101,8 +101,8 @@ type ACL struct {
 
 // Limits bound what clients may do.
 type Limits struct {
-	MaxPacketSize ByteSize `yaml:"max_packet_size"`
-	MaxConnections int64   `yaml:"max_connections"`
+	MaxPacketSize  ByteSize `yaml:"max_packet_size"`
+	MaxConnections int64    `yaml:"max_connections"`
 	// MaxInflight is the MQTT receive maximum: QoS 1/2 messages a client may
 	// have unacknowledged, in each direction.
 	MaxInflight uint16 `yaml:"max_inflight"`
