@@ -188,4 +188,3 @@ func (r *rateLimit) allow() bool {
 	last := r.last.Load()
 	return now-last >= int64(10*time.Second) && r.last.CompareAndSwap(last, now)
 }
-

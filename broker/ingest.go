@@ -37,9 +37,9 @@ const (
 )
 
 var (
-	qosValues   = [3][]byte{[]byte("0"), []byte("1"), []byte("2")}
-	valueTrue   = []byte("true")
-	valueFalse  = []byte("false")
+	qosValues  = [3][]byte{[]byte("0"), []byte("1"), []byte("2")}
+	valueTrue  = []byte("true")
+	valueFalse = []byte("false")
 )
 
 // ingestHook appends every PUBLISH to the ingress topic before mochi

@@ -57,10 +57,10 @@ type metrics struct {
 	stateLive  func() (sessions, retained float64)
 	appendWait prometheus.Histogram
 
-	dMsgsIn, dMsgsOut, dBytesIn, dBytesOut, dConns  *prometheus.Desc
-	dAppended, dAppendErrors, dQoS0Dropped          *prometheus.Desc
-	dDeliveryDropped, dAuthFailures, dACLDenials    *prometheus.Desc
-	dConnRejected, dInflight, dStateWrites          *prometheus.Desc
+	dMsgsIn, dMsgsOut, dBytesIn, dBytesOut, dConns   *prometheus.Desc
+	dAppended, dAppendErrors, dQoS0Dropped           *prometheus.Desc
+	dDeliveryDropped, dAuthFailures, dACLDenials     *prometheus.Desc
+	dConnRejected, dInflight, dStateWrites           *prometheus.Desc
 	dStateErrors, dCompactions, dSessions, dRetained *prometheus.Desc
 }
 
