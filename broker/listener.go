@@ -73,13 +73,12 @@ func (c *countingConn) Close() error {
 
 // boundListener is one configured listener after binding.
 type boundListener struct {
-	cfg    config.Listener
-	tls    *tls.Config
-	raw    net.Listener // the bound socket (for Addrs and loopback checks)
-	ln     net.Listener // counting, and TLS when configured
-	mochi  listeners.Listener
-	stats  *listenerStats
-	logger *slog.Logger
+	cfg   config.Listener
+	tls   *tls.Config
+	raw   net.Listener // the bound socket (for Addrs and loopback checks)
+	ln    net.Listener // counting, and TLS when configured
+	mochi listeners.Listener
+	stats *listenerStats
 }
 
 // loadTLS builds the tls.Config of a listener, or nil without TLS.
