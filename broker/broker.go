@@ -288,7 +288,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.closeBound()
 		return fmt.Errorf("start MQTT broker: %w", err)
 	}
-	go b.state.compactLoop()
+	b.state.startCompactor()
 
 	b.addrs = map[string]net.Addr{}
 	for _, bl := range b.listeners {

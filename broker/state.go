@@ -50,6 +50,7 @@ type stateHook struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	stopped chan struct{}
+	running atomic.Bool // compactLoop was started
 	nSess   atomic.Int64
 	nRet    atomic.Int64
 }
@@ -324,6 +325,12 @@ func (h *stateHook) deleteSessionLocked(id string) {
 	h.putLocked(stateKey{kind: kindClient, client: id}, nil)
 }
 
+// startCompactor runs compactLoop in the background.
+func (h *stateHook) startCompactor() {
+	h.running.Store(true)
+	go h.compactLoop()
+}
+
 // compactLoop writes snapshots when kicked, until stop.
 func (h *stateHook) compactLoop() {
 	defer close(h.stopped)
@@ -411,7 +418,9 @@ func (h *stateHook) close(ctx context.Context) error {
 	}
 	done := make(chan struct{})
 	go func() {
-		<-h.stopped
+		if h.running.Load() {
+			<-h.stopped
+		}
 		h.pending.Wait()
 		close(done)
 	}()
