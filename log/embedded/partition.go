@@ -1,0 +1,520 @@
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	mlog "github.com/millstream/millstream/log"
+)
+
+type pending struct {
+	rec     *mlog.Record
+	size    int
+	promise func(*mlog.Record, error)
+}
+
+// partition is one partition's files and state. One writer goroutine per
+// partition owns the active segment's write position; readers see only
+// bytes that are durable (fsynced), published under mu.
+type partition struct {
+	l     *Log
+	topic string
+	id    int32
+	dir   string
+
+	// Produce queue.
+	qmu     sync.Mutex
+	queue   []pending
+	spare   []pending
+	signal  chan struct{}
+	stopped bool
+	done    chan struct{}
+
+	mu       sync.RWMutex
+	segs     []*segment
+	start    int64 // log start offset
+	end      int64 // durable end offset (high watermark)
+	wake     chan struct{}
+	failed   error // a write or fsync error: the partition refuses appends
+	enc      batchEncoder
+	unsynced int64
+}
+
+func (l *Log) openPartition(t *topic, id int32) (*partition, []RecoveryReport, error) {
+	dir := filepath.Join(l.topicDir(t.name), strconv.Itoa(int(id)))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("embedded log: %w", err)
+	}
+	p := &partition{l: l, topic: t.name, id: id, dir: dir, signal: make(chan struct{}, 1), done: make(chan struct{}), wake: make(chan struct{})}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("embedded log: %w", err)
+	}
+	var bases []int64
+	for _, e := range ents {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") && strings.Contains(name, ".tmp") {
+			os.Remove(filepath.Join(dir, name)) // an interrupted atomic write
+			continue
+		}
+		if !strings.HasSuffix(name, ".log") {
+			continue
+		}
+		base, err := strconv.ParseInt(strings.TrimSuffix(name, ".log"), 10, 64)
+		if err != nil || base < 0 {
+			return nil, nil, fmt.Errorf("embedded log: unexpected file %s in partition directory (move it away)", filepath.Join(dir, name))
+		}
+		bases = append(bases, base)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	var reps []RecoveryReport
+	for i, base := range bases {
+		active := i == len(bases)-1
+		s, tr, err := recoverSegment(filepath.Join(dir, segmentName(base)), base, active)
+		if err != nil {
+			for _, s := range p.segs {
+				s.f.Close()
+			}
+			return nil, nil, fmt.Errorf("embedded log: topic %s partition %d: %w", t.name, id, err)
+		}
+		if tr != nil {
+			reps = append(reps, RecoveryReport{Topic: t.name, Partition: id, Segment: s.path, At: tr.at, BytesTruncated: tr.bytes, Reason: tr.reason})
+		}
+		p.segs = append(p.segs, s)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "start-offset")); err == nil {
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			p.start = v
+		}
+	}
+	if len(p.segs) == 0 {
+		s, err := createSegment(dir, p.start)
+		if err != nil {
+			return nil, nil, err
+		}
+		p.segs = append(p.segs, s)
+	}
+	if first := p.segs[0].base; first > p.start {
+		p.start = first
+	}
+	p.end = p.segs[len(p.segs)-1].next
+	if p.start > p.end {
+		p.start = p.end
+	}
+	return p, reps, nil
+}
+
+func createSegment(dir string, base int64) (*segment, error) {
+	path := filepath.Join(dir, segmentName(base))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("embedded log: create segment: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &segment{base: base, path: path, f: f, next: base, maxTs: minTs, created: time.Now()}, nil
+}
+
+func (l *Log) startPartition(p *partition) {
+	go p.writer()
+}
+
+func (p *partition) enqueue(pe pending) bool {
+	p.qmu.Lock()
+	if p.stopped {
+		p.qmu.Unlock()
+		return false
+	}
+	p.queue = append(p.queue, pe)
+	p.qmu.Unlock()
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// take swaps out the queue.
+func (p *partition) take() ([]pending, bool) {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	q := p.queue
+	p.queue = p.spare[:0]
+	p.spare = nil
+	return q, p.stopped
+}
+
+func (p *partition) stop() {
+	p.qmu.Lock()
+	p.stopped = true
+	p.qmu.Unlock()
+	select {
+	case p.signal <- struct{}{}:
+	default:
+	}
+	<-p.done
+}
+
+// writer is the partition's single appender. Group commit: it writes what is
+// queued in one write, and keeps writing what arrives meanwhile until nothing
+// is queued, FsyncBytes are unsynced or FsyncInterval has passed since the
+// first unsynced write; then it fsyncs once and releases every record the
+// fsync covered. Records that arrive during an fsync form the next group.
+func (p *partition) writer() {
+	defer close(p.done)
+	always := p.l.opts.Fsync == FsyncAlways
+	var group []pending
+	for {
+		q, stopped := p.take()
+		if len(q) == 0 {
+			if stopped {
+				return
+			}
+			<-p.signal
+			continue
+		}
+		if always {
+			for i := range q {
+				p.commit(q[i : i+1])
+			}
+			p.recycle(q)
+			continue
+		}
+		first := time.Now()
+		group = append(group[:0], q...)
+		p.recycle(q)
+		written := 0
+		for {
+			// Write what we have, then look for more before the fsync.
+			p.write(group[written:])
+			written = len(group)
+			if p.unsynced >= p.l.opts.FsyncBytes || time.Since(first) >= p.l.opts.FsyncInterval {
+				break
+			}
+			more, _ := p.take()
+			if len(more) == 0 {
+				break
+			}
+			group = append(group, more...)
+			p.recycle(more)
+		}
+		p.syncAndRelease(group)
+		clear(group)
+		group = group[:0]
+	}
+}
+
+func (p *partition) recycle(q []pending) {
+	clear(q)
+	p.qmu.Lock()
+	if p.spare == nil {
+		p.spare = q[:0]
+	}
+	p.qmu.Unlock()
+}
+
+// commit writes and fsyncs records on their own (fsync "always").
+func (p *partition) commit(q []pending) {
+	p.write(q)
+	p.syncAndRelease(q)
+}
+
+// write encodes records into batches and writes them to the active segment,
+// rolling it when full or old. One write syscall per batch. Records get their
+// offsets here; they stay invisible to readers until syncAndRelease.
+func (p *partition) write(q []pending) (int64, error) {
+	if p.failed != nil {
+		return 0, p.failed
+	}
+	var total int64
+	for len(q) > 0 {
+		seg := p.segs[len(p.segs)-1]
+		if seg.size > 0 && (seg.size >= p.l.opts.SegmentBytes || time.Since(seg.created) >= p.l.opts.SegmentAge) {
+			if err := p.roll(); err != nil {
+				p.fail(err)
+				continue
+			}
+			seg = p.segs[len(p.segs)-1]
+		}
+		e := &p.enc
+		e.reset(seg.next)
+		n := 0
+		for n < len(q) && (n == 0 || len(e.buf) < batchTarget) && (n == 0 || seg.size+int64(len(e.buf)) < p.l.opts.SegmentBytes) {
+			r := q[n].rec
+			r.Offset = seg.next + int64(n)
+			e.add(r)
+			n++
+		}
+		b := e.finish()
+		if _, err := seg.f.WriteAt(b, seg.size); err != nil {
+			p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
+			// Undo the partial write so the file ends at a batch boundary.
+			_ = seg.f.Truncate(seg.size)
+			q = q[n:]
+			continue
+		}
+		seg.noteBatch(seg.size, seg.next, n, e.maxTs, int64(len(b)))
+		p.unsynced += int64(len(b))
+		total += int64(len(b))
+		q = q[n:]
+	}
+	return total, nil
+}
+
+func (p *partition) fail(err error) {
+	if p.failed == nil {
+		p.failed = err
+		p.l.logger.Error("log partition stopped accepting appends", "topic", p.topic, "partition", p.id, "err", err)
+	}
+}
+
+// roll seals the active segment (fsync data and indexes) and starts a new one.
+func (p *partition) roll() error {
+	old := p.segs[len(p.segs)-1]
+	if err := p.fsync(old); err != nil {
+		return err
+	}
+	if err := old.writeIndexes(); err != nil {
+		return err
+	}
+	s, err := createSegment(p.dir, old.next)
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	old.synced = old.size
+	old.sealed = true
+	p.segs = append(p.segs, s)
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *partition) fsync(s *segment) error {
+	t0 := time.Now()
+	err := s.f.Sync()
+	p.l.m.fsyncSeconds.Observe(time.Since(t0).Seconds())
+	p.unsynced = 0
+	if err != nil {
+		return fmt.Errorf("fsync segment %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// syncAndRelease fsyncs the active segment, publishes the new end offset to
+// readers and calls the promises of q.
+func (p *partition) syncAndRelease(q []pending) {
+	seg := p.segs[len(p.segs)-1]
+	if p.failed == nil {
+		if err := p.fsync(seg); err != nil {
+			p.fail(err)
+		}
+	}
+	err := p.failed
+	var bytes, records int64
+	if err == nil {
+		p.mu.Lock()
+		seg.synced = seg.size
+		p.end = seg.next
+		close(p.wake)
+		p.wake = make(chan struct{})
+		p.mu.Unlock()
+	}
+	for i := range q {
+		bytes += int64(q[i].size)
+		records++
+		if err != nil {
+			q[i].promise(q[i].rec, fmt.Errorf("append to %s/%d: %w", p.topic, p.id, err))
+		} else {
+			q[i].promise(q[i].rec, nil)
+		}
+	}
+	p.l.release(bytes)
+	if err == nil {
+		p.l.m.appended(p.topic, records, bytes)
+	}
+}
+
+// read returns records from offset on, or the channel that closes when more
+// become durable.
+func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <-chan struct{}, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if offset < p.start || offset > p.end {
+		return nil, nil, fmt.Errorf("%w: offset %d of %s/%d (readable range is [%d, %d])", mlog.ErrOffsetOutOfRange, offset, p.topic, p.id, p.start, p.end)
+	}
+	if offset == p.end {
+		return nil, p.wake, nil
+	}
+	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > offset }) - 1
+	if i < 0 {
+		i = 0
+	}
+	var out []mlog.Record
+	bytes := 0
+	for ; i < len(p.segs); i++ {
+		s := p.segs[i]
+		if s.next <= offset {
+			continue // offset lies in a gap left by a truncated sealed segment
+		}
+		pos := s.lookup(offset)
+		for pos < s.synced {
+			h, raw, err := readBatchAt(s.f, pos, s.synced)
+			if err != nil {
+				return out, nil, fmt.Errorf("read %s/%d at offset %d: %s at position %d: %w", p.topic, p.id, offset, s.path, pos, err)
+			}
+			pos += h.size()
+			if h.nextOffset() <= offset {
+				continue
+			}
+			n0 := len(out)
+			out, err = decodeRecords(raw, h, p.topic, p.id, offset, out)
+			if err != nil {
+				return out[:n0], nil, fmt.Errorf("read %s/%d: %s: %w", p.topic, p.id, s.path, err)
+			}
+			// Trim to the limits, always keeping at least one record.
+			for j := n0; j < len(out); j++ {
+				sz := len(out[j].Key) + len(out[j].Value)
+				if j > 0 && (bytes+sz > opts.MaxBytes || (opts.MaxRecords > 0 && j >= opts.MaxRecords)) {
+					return out[:j], nil, nil
+				}
+				bytes += sz
+			}
+			offset = h.nextOffset()
+			if bytes >= opts.MaxBytes || (opts.MaxRecords > 0 && len(out) >= opts.MaxRecords) {
+				return out, nil, nil
+			}
+		}
+	}
+	return out, nil, nil
+}
+
+func (p *partition) offsetForTime(ts int64) (int64, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	for _, s := range p.segs {
+		if s.synced == 0 || s.maxTs < ts || s.next <= p.start {
+			continue
+		}
+		pos := s.lookupTime(ts)
+		for pos < s.synced {
+			h, raw, err := readBatchAt(s.f, pos, s.synced)
+			if err != nil {
+				return 0, fmt.Errorf("offset for time in %s/%d: %s: %w", p.topic, p.id, s.path, err)
+			}
+			pos += h.size()
+			if h.maxTs < ts || h.nextOffset() <= p.start {
+				continue
+			}
+			recs, err := decodeRecords(raw, h, p.topic, p.id, max(h.baseOffset, p.start), nil)
+			if err != nil {
+				return 0, err
+			}
+			for _, r := range recs {
+				if r.Timestamp.UnixMilli() >= ts {
+					return r.Offset, nil
+				}
+			}
+		}
+	}
+	return p.end, nil
+}
+
+func (p *partition) info() mlog.PartitionInfo {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	pi := mlog.PartitionInfo{Partition: p.id, Start: p.start, End: p.end, Segments: len(p.segs)}
+	for _, s := range p.segs {
+		pi.Bytes += s.synced
+	}
+	return pi
+}
+
+// deleteBefore moves the log start offset up to offset (persisted) and
+// deletes the segments below it.
+func (p *partition) deleteBefore(offset int64) error {
+	p.mu.Lock()
+	if offset > p.end {
+		p.mu.Unlock()
+		return fmt.Errorf("delete records before %d of %s/%d: %w (end offset is %d)", offset, p.topic, p.id, mlog.ErrOffsetOutOfRange, p.end)
+	}
+	if offset <= p.start {
+		p.mu.Unlock()
+		return nil
+	}
+	p.start = offset
+	p.mu.Unlock()
+	if err := writeFileSync(filepath.Join(p.dir, "start-offset"), []byte(strconv.FormatInt(offset, 10)+"\n")); err != nil {
+		return err
+	}
+	return p.deleteSegments(func(s *segment, _ int64) bool { return s.next <= offset })
+}
+
+// deleteSegments deletes sealed segments from the oldest while drop says so.
+// drop gets each segment and the partition's bytes at that point.
+func (p *partition) deleteSegments(drop func(s *segment, total int64) bool) error {
+	p.mu.Lock()
+	var total int64
+	for _, s := range p.segs {
+		total += s.synced
+	}
+	var victims []*segment
+	for len(p.segs) > 1 && p.segs[0].sealed && drop(p.segs[0], total) {
+		s := p.segs[0]
+		total -= s.synced
+		victims = append(victims, s)
+		p.segs = p.segs[1:]
+		if p.segs[0].base > p.start {
+			p.start = p.segs[0].base
+		}
+	}
+	p.mu.Unlock()
+	var errs []error
+	for _, s := range victims {
+		if err := s.remove(); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (p *partition) enforceRetention(now time.Time, cfg mlog.TopicConfig) error {
+	// An old active segment is sealed by the writer at its next append (age
+	// roll); retention only ever deletes sealed segments.
+	return p.deleteSegments(func(s *segment, total int64) bool {
+		if cfg.RetentionAge > 0 && s.maxTs != minTs && now.Sub(time.UnixMilli(s.maxTs)) > cfg.RetentionAge {
+			return true
+		}
+		if cfg.RetentionBytes > 0 && total > cfg.RetentionBytes {
+			return true
+		}
+		return false
+	})
+}
+
+func (p *partition) closeFiles() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var errs []error
+	for i, s := range p.segs {
+		if i == len(p.segs)-1 && p.failed == nil && s.size > 0 {
+			// Seal the active segment's indexes so the next Open need not scan it.
+			if err := s.writeIndexes(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := s.f.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
