@@ -58,7 +58,7 @@ type batchHeader struct {
 	maxTs      int64
 }
 
-func (h batchHeader) size() int64    { return 4 + int64(h.length) }
+func (h batchHeader) size() int64       { return 4 + int64(h.length) }
 func (h batchHeader) nextOffset() int64 { return h.baseOffset + int64(h.count) }
 
 func parseHeader(b []byte) (batchHeader, error) {
