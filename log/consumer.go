@@ -1,0 +1,234 @@
+package log
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// StartAt says where a consumer starts on a partition it has no committed
+// offset for.
+type StartAt int
+
+const (
+	// StartEarliest starts at the partition's first readable offset.
+	StartEarliest StartAt = iota
+	// StartLatest starts at the partition's end: only new records.
+	StartLatest
+)
+
+// ConsumerOptions tunes a Consumer. Zero values take the defaults noted.
+type ConsumerOptions struct {
+	// StartAt applies to partitions without a committed offset.
+	StartAt StartAt
+	// MaxPollRecords bounds the records one Poll returns (at least one
+	// fetched batch is always returned whole). Zero means 1000.
+	MaxPollRecords int
+	// FetchMaxBytes is the MaxBytes of each partition's fetches. Zero means
+	// 1 MiB.
+	FetchMaxBytes int
+	// Prefetch is how many fetched batches may wait for Poll across all
+	// partitions; partition readers block beyond it. Zero means 2 per
+	// partition.
+	Prefetch int
+}
+
+// Consumer is a named consumer of all partitions of one topic. It resumes at
+// the group's committed offsets, reads every partition concurrently and
+// commits the position after the records Poll returned. A Consumer is meant
+// to be used by one goroutine (Poll and Commit); Close may be called from
+// any goroutine.
+type Consumer struct {
+	l     Log
+	group string
+	topic string
+	opts  ConsumerOptions
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ch     chan fetched
+
+	// held is a partition error seen while draining, returned by the next
+	// Poll.
+	held *fetched
+
+	mu        sync.Mutex
+	pos       map[int32]int64 // offset after the last record Poll returned
+	committed map[int32]int64
+	closed    bool
+}
+
+type fetched struct {
+	partition int32
+	recs      []Record
+	err       error
+}
+
+// NewConsumer starts a consumer for group on every partition of topic.
+func NewConsumer(l Log, group, topic string, opts ConsumerOptions) (*Consumer, error) {
+	if group == "" {
+		return nil, errors.New("new consumer: empty group name (name the consumer, e.g. \"historian\")")
+	}
+	if opts.MaxPollRecords <= 0 {
+		opts.MaxPollRecords = 1000
+	}
+	if opts.FetchMaxBytes <= 0 {
+		opts.FetchMaxBytes = 1 << 20
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	info, err := l.Topic(ctx, topic)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("new consumer %s: %w", group, err)
+	}
+	if opts.Prefetch <= 0 {
+		opts.Prefetch = 2 * len(info.Partitions)
+	}
+	c := &Consumer{
+		l: l, group: group, topic: topic, opts: opts, ctx: ctx, cancel: cancel,
+		ch: make(chan fetched, opts.Prefetch), pos: map[int32]int64{}, committed: map[int32]int64{},
+	}
+	starts := make(map[int32]int64, len(info.Partitions))
+	for _, p := range info.Partitions {
+		off, ok, err := l.CommittedOffset(ctx, group, topic, p.Partition)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("new consumer %s: %w", group, err)
+		}
+		if ok {
+			c.committed[p.Partition] = off
+		} else if opts.StartAt == StartLatest {
+			off = p.End
+		} else {
+			off = p.Start
+		}
+		starts[p.Partition] = off
+		c.pos[p.Partition] = off
+	}
+	for p, off := range starts {
+		c.wg.Add(1)
+		go c.read(p, off)
+	}
+	return c, nil
+}
+
+// read fetches one partition and hands batches to Poll.
+func (c *Consumer) read(p int32, off int64) {
+	defer c.wg.Done()
+	for {
+		recs, err := c.l.Fetch(c.ctx, c.topic, p, off, FetchOptions{MaxBytes: c.opts.FetchMaxBytes, Wait: true})
+		if c.ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, ErrOffsetOutOfRange) {
+			// Retention or DeleteRecordsBefore removed records the group had
+			// not read yet, or the offset is past the end: continue at the
+			// nearest readable offset, as Kafka's auto.offset.reset does.
+			info, ierr := c.l.Topic(c.ctx, c.topic)
+			if ierr == nil && int(p) < len(info.Partitions) {
+				pi := info.Partitions[p]
+				if off < pi.Start {
+					off = pi.Start
+					continue
+				}
+				if off > pi.End {
+					off = pi.End
+					continue
+				}
+			}
+		}
+		if err == nil && len(recs) == 0 {
+			continue
+		}
+		select {
+		case c.ch <- fetched{partition: p, recs: recs, err: err}:
+		case <-c.ctx.Done():
+			return
+		}
+		if err != nil {
+			return
+		}
+		off = recs[len(recs)-1].Offset + 1
+	}
+}
+
+// Poll blocks until records from any partition are available, ctx is done or
+// the consumer is closed. A read error of a partition is returned once; that
+// partition then stops (close and recreate the consumer to retry).
+func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
+	var f fetched
+	if c.held != nil {
+		f, c.held = *c.held, nil
+		return nil, fmt.Errorf("consumer %s: %s/%d: %w", c.group, c.topic, f.partition, f.err)
+	}
+	select {
+	case f = <-c.ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-c.ctx.Done():
+		return nil, fmt.Errorf("consumer %s: %w", c.group, ErrClosed)
+	}
+	if f.err != nil {
+		return nil, fmt.Errorf("consumer %s: %s/%d: %w", c.group, c.topic, f.partition, f.err)
+	}
+	out := f.recs
+	c.advance(f)
+	for len(out) < c.opts.MaxPollRecords {
+		select {
+		case f = <-c.ch:
+			if f.err != nil {
+				c.held = &f
+				return out, nil
+			}
+			out = append(out, f.recs...)
+			c.advance(f)
+		default:
+			return out, nil
+		}
+	}
+	return out, nil
+}
+
+func (c *Consumer) advance(f fetched) {
+	c.mu.Lock()
+	c.pos[f.partition] = f.recs[len(f.recs)-1].Offset + 1
+	c.mu.Unlock()
+}
+
+// Commit durably commits, for every partition, the offset after the last
+// record Poll returned.
+func (c *Consumer) Commit(ctx context.Context) error {
+	c.mu.Lock()
+	todo := map[int32]int64{}
+	for p, off := range c.pos {
+		if cur, ok := c.committed[p]; !ok || cur != off {
+			todo[p] = off
+		}
+	}
+	c.mu.Unlock()
+	for p, off := range todo {
+		if err := c.l.CommitOffset(ctx, c.group, c.topic, p, off); err != nil {
+			return fmt.Errorf("consumer %s: commit %s/%d at %d: %w", c.group, c.topic, p, off, err)
+		}
+		c.mu.Lock()
+		c.committed[p] = off
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// Close stops the partition readers. It does not commit.
+func (c *Consumer) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.cancel()
+	c.wg.Wait()
+	return nil
+}
