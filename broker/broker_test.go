@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -466,6 +467,42 @@ func TestSessionAndRetainedSurviveRestart(t *testing.T) {
 	if got := b.metric(t, "millstream_mqtt_retained_messages", nil); got != 1 {
 		t.Errorf("retained_messages = %v, want 1", got)
 	}
+	// A clean start discards the stored session.
+	b.waitMetric(t, "millstream_mqtt_persistent_sessions", nil, 2)
+	if out, err := runTool(t, "mosquitto_sub", "-h", "127.0.0.1", "-p", port, "-i", "sub-v3", "-t", "x", "-E"); err != nil {
+		t.Fatalf("clean reconnect: %v: %s", err, out)
+	}
+	b.waitMetric(t, "millstream_mqtt_persistent_sessions", nil, 1)
+}
+
+// TestWillMessageAppended kills a real client so that the broker publishes
+// its will, which must land in the log marked as a will.
+func TestWillMessageAppended(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	b := startBroker(t, testConfig(), l, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, needTool(t, "mosquitto_sub"), "-h", "127.0.0.1", "-p", b.port("tcp"), "-i", "edge-node",
+		"-t", "cmd/edge-node", "--will-topic", "spBv1.0/g/NDEATH/edge-node", "--will-payload", "dead", "--will-qos", "1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	b.waitMetric(t, "millstream_mqtt_connections", map[string]string{"listener": "tcp"}, 1)
+	// Connected at TCP level; wait for the MQTT session too: the client
+	// subscribed once the broker counts a subscription.
+	for deadline := time.Now().Add(testTimeout); atomic.LoadInt64(&b.srv.Info.Subscriptions) == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("mosquitto_sub did not subscribe")
+		}
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	recs := readTopic(t, l, "mqtt.ingress", 1)
+	r := recs[0]
+	if string(r.Key) != "spBv1.0/g/NDEATH/edge-node" || string(r.Value) != "dead" ||
+		header(r, HeaderWill) != "true" || header(r, HeaderClientID) != "edge-node" || header(r, HeaderQoS) != "1" {
+		t.Errorf("will record: key %q value %q headers %+v", r.Key, r.Value, r.Headers)
+	}
 }
 
 func TestStateTopicCompaction(t *testing.T) {
@@ -739,6 +776,12 @@ func TestAppendFailureNotAcknowledged(t *testing.T) {
 	if got := b.metric(t, "millstream_mqtt_append_errors_total", nil); got != 2 {
 		t.Errorf("append_errors_total = %v, want 2", got)
 	}
+	// QoS 0 is not acknowledged anyway; its failed append is counted.
+	v3b := mustPaho(t, "tcp://"+b.addr("tcp"), "v3-qos0", nil)
+	if err := publish(t, v3b, "plant/z", 0, false, "dropped"); err != nil {
+		t.Fatal(err)
+	}
+	b.waitMetric(t, "millstream_mqtt_qos0_dropped_total", nil, 1)
 }
 
 func TestConfigErrors(t *testing.T) {
