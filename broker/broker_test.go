@@ -475,6 +475,57 @@ func TestSessionAndRetainedSurviveRestart(t *testing.T) {
 	b.waitMetric(t, "millstream_mqtt_persistent_sessions", nil, 1)
 }
 
+// TestSessionTakeoverKeepsState connects a second time with the client id
+// of a live persistent session: the session moves to the new connection and
+// stays stored, including across a restart.
+func TestSessionTakeoverKeepsState(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig()
+	l := openLog(t, dir)
+	b := startBroker(t, cfg, l, Options{})
+	url := "tcp://" + b.addr("tcp")
+	persistent := func(got chan string) func(*paho.ClientOptions) {
+		return func(o *paho.ClientOptions) {
+			o.SetCleanSession(false).SetDefaultPublishHandler(func(_ paho.Client, m paho.Message) { got <- string(m.Payload()) })
+		}
+	}
+	first := make(chan string, 10)
+	c1 := mustPaho(t, url, "plc-7", persistent(first))
+	if tok := c1.Subscribe("cmd/plc-7/#", 1, nil); !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	second := make(chan string, 10)
+	mustPaho(t, url, "plc-7", persistent(second))
+	b.waitMetric(t, "millstream_mqtt_persistent_sessions", nil, 1)
+	pub := mustPaho(t, url, "hmi", nil)
+	if err := publish(t, pub, "cmd/plc-7/start", 1, false, "go"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case v := <-second:
+		if v != "go" {
+			t.Errorf("got %q", v)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("the taken-over session lost its subscription")
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openLog(t, dir)
+	b = startBroker(t, cfg, l, Options{})
+	if got := b.metric(t, "millstream_mqtt_persistent_sessions", nil); got != 1 {
+		t.Errorf("persistent_sessions after restart = %v, want 1", got)
+	}
+	st, _ := b.state.StoredSubscriptions()
+	if len(st) != 1 || st[0].Client != "plc-7" || st[0].Filter != "cmd/plc-7/#" {
+		t.Errorf("stored subscriptions after takeover and restart: %+v", st)
+	}
+}
+
 // TestWillMessageAppended kills a real client so that the broker publishes
 // its will, which must land in the log marked as a will.
 func TestWillMessageAppended(t *testing.T) {
@@ -644,6 +695,15 @@ func TestACLDeniedPublishNotStored(t *testing.T) {
 		t.Fatalf("allowed v3.1.1 publish: %v: %s", err, out)
 	}
 
+	// A will on a topic the ACL denies would let a client publish there by
+	// disconnecting: the CONNECT is refused.
+	_, err = pahoClient(t, "tcp://"+b.addr("tcp"), "alice-will", func(o *paho.ClientOptions) {
+		o.SetUsername("alice").SetPassword("pw").SetWill("plant/bob/will", "x", 1, false).SetProtocolVersion(4)
+	})
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "not authori") {
+		t.Errorf("will on a denied topic: %v, want not authorized", err)
+	}
+
 	recs := readTopic(t, l, "mqtt.ingress", 2)
 	if end := topicEnd(t, l, "mqtt.ingress"); end != 2 {
 		t.Errorf("ingress has %d records, want 2", end)
@@ -653,8 +713,8 @@ func TestACLDeniedPublishNotStored(t *testing.T) {
 			t.Errorf("denied publish stored: %s %q", r.Key, r.Value)
 		}
 	}
-	if got := b.metric(t, "millstream_mqtt_acl_denials_total", map[string]string{"action": "publish"}); got != 2 {
-		t.Errorf("acl_denials_total{publish} = %v, want 2", got)
+	if got := b.metric(t, "millstream_mqtt_acl_denials_total", map[string]string{"action": "publish"}); got != 3 {
+		t.Errorf("acl_denials_total{publish} = %v, want 3 (v5, v3.1.1, will)", got)
 	}
 }
 
