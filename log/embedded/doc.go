@@ -33,7 +33,7 @@
 // monotonic even when record timestamps are not, OffsetForTime can start
 // at the last entry below the target time and scan forward. Indexes of the
 // active segment live in memory and are written when the segment is sealed
-// (rolled) or the log is closed.
+// (rolled); after a restart they are rebuilt by the recovery scan.
 //
 // The active (last) segment rolls when it reaches SegmentBytes or is older
 // than SegmentAge at the next append. Retention (per topic, by age of a
@@ -77,7 +77,7 @@
 // monotonic offsets and positions within the file); if they are missing or
 // inconsistent they are rebuilt by scanning the segment. Every segment is
 // verified from its last index entry to its end (the active segment, whose
-// index is written only at a clean close, is usually scanned whole). The
+// indexes are written only when it is sealed, is always scanned whole). The
 // first batch with a bad length, bad CRC, undecodable records, an offset
 // that does not follow its predecessor, or that is cut short ends the valid
 // data: the file is truncated there and fsynced, a warning is logged and a

@@ -273,7 +273,11 @@ func (l *Log) loadTopic(name string) error {
 	if err := json.Unmarshal(b, &m); err != nil || m.Partitions <= 0 {
 		return fmt.Errorf("embedded log: topic metadata %s is corrupt (%v)", filepath.Join(dir, "topic.json"), err)
 	}
-	t := &topic{name: name, cfg: mlog.TopicConfig{Partitions: m.Partitions, RetentionAge: time.Duration(m.RetentionAgeMs) * time.Millisecond, RetentionBytes: m.RetentionBytes}}
+	age := time.Duration(m.RetentionAgeMs) * time.Millisecond
+	if m.RetentionAgeMs < 0 {
+		age = -1
+	}
+	t := &topic{name: name, cfg: mlog.TopicConfig{Partitions: m.Partitions, RetentionAge: age, RetentionBytes: m.RetentionBytes}}
 	for i := int32(0); i < m.Partitions; i++ {
 		p, reps, err := l.openPartition(t, i)
 		if err != nil {
@@ -310,6 +314,14 @@ func (l *Log) CreateTopic(ctx context.Context, name string, cfg mlog.TopicConfig
 	if cfg.RetentionBytes == 0 {
 		cfg.RetentionBytes = l.opts.Defaults.RetentionBytes
 	}
+	// Any negative value means "no limit"; store one canonical value so the
+	// config reads back the same after a reopen.
+	if cfg.RetentionAge < 0 {
+		cfg.RetentionAge = -1
+	}
+	if cfg.RetentionBytes < 0 {
+		cfg.RetentionBytes = -1
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
@@ -331,7 +343,11 @@ func (l *Log) CreateTopic(ctx context.Context, name string, cfg mlog.TopicConfig
 			return fmt.Errorf("create topic %s: %w", name, err)
 		}
 	}
-	meta := topicMeta{Name: name, Partitions: cfg.Partitions, RetentionAgeMs: cfg.RetentionAge.Milliseconds(), RetentionBytes: cfg.RetentionBytes}
+	ageMs := cfg.RetentionAge.Milliseconds()
+	if cfg.RetentionAge < 0 {
+		ageMs = -1
+	}
+	meta := topicMeta{Name: name, Partitions: cfg.Partitions, RetentionAgeMs: ageMs, RetentionBytes: cfg.RetentionBytes}
 	b, _ := json.MarshalIndent(meta, "", "  ")
 	if err := writeFileSync(filepath.Join(staging, "topic.json"), b); err != nil {
 		os.RemoveAll(staging)

@@ -505,13 +505,7 @@ func (p *partition) closeFiles() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error
-	for i, s := range p.segs {
-		if i == len(p.segs)-1 && p.failed == nil && s.size > 0 {
-			// Seal the active segment's indexes so the next Open need not scan it.
-			if err := s.writeIndexes(); err != nil {
-				errs = append(errs, err)
-			}
-		}
+	for _, s := range p.segs {
 		if err := s.f.Close(); err != nil {
 			errs = append(errs, err)
 		}

@@ -160,7 +160,10 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 	s := &segment{base: base, path: path, f: f, next: base, maxTs: minTs, created: st.ModTime(), sealed: !active}
 	scanFrom := int64(0)
 	rebuilt := true
-	if s.loadIndexes(size) {
+	// The active segment is always verified whole: its indexes are written
+	// only when it is sealed, and a crash may have torn any part of the
+	// unsynced tail.
+	if !active && s.loadIndexes(size) {
 		// Trust the indexes up to their last entry; verify from there on.
 		last, lastT := s.index[len(s.index)-1], s.tindex[len(s.tindex)-1]
 		s.index, s.tindex = s.index[:len(s.index)-1], s.tindex[:len(s.tindex)-1]
@@ -211,8 +214,8 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 		}
 	}
 	if active {
-		// The active segment's index files describe a past state; they are
-		// rewritten on roll or close.
+		// Stale index files (a crash between writing them at a roll and
+		// creating the next segment) are rewritten when the segment is sealed.
 		_ = os.Remove(s.indexPath())
 		_ = os.Remove(s.timePath())
 	}
