@@ -43,7 +43,8 @@ type partition struct {
 	start    int64 // log start offset
 	end      int64 // durable end offset (high watermark)
 	wake     chan struct{}
-	failed   error // a write or fsync error: the partition refuses appends
+	active   *segment // the segment the writer appends to (writer-owned)
+	failed   error    // a write or fsync error: the partition refuses appends
 	enc      batchEncoder
 	unsynced int64
 }
@@ -105,7 +106,8 @@ func (l *Log) openPartition(t *topic, id int32) (*partition, []RecoveryReport, e
 	if first := p.segs[0].base; first > p.start {
 		p.start = first
 	}
-	p.end = p.segs[len(p.segs)-1].next
+	p.active = p.segs[len(p.segs)-1]
+	p.end = p.active.next
 	if p.start > p.end {
 		p.start = p.end
 	}
@@ -122,7 +124,7 @@ func createSegment(dir string, base int64) (*segment, error) {
 		f.Close()
 		return nil, err
 	}
-	return &segment{base: base, path: path, f: f, next: base, maxTs: minTs, created: time.Now()}, nil
+	return &segment{base: base, path: path, f: f, next: base, wnext: base, maxTs: minTs, wmaxTs: minTs, created: time.Now()}, nil
 }
 
 func (l *Log) startPartition(p *partition) {
@@ -238,20 +240,20 @@ func (p *partition) write(q []pending) (int64, error) {
 	}
 	var total int64
 	for len(q) > 0 {
-		seg := p.segs[len(p.segs)-1]
+		seg := p.active
 		if seg.size > 0 && (seg.size >= p.l.opts.SegmentBytes || time.Since(seg.created) >= p.l.opts.SegmentAge) {
 			if err := p.roll(); err != nil {
 				p.fail(err)
 				continue
 			}
-			seg = p.segs[len(p.segs)-1]
+			seg = p.active
 		}
 		e := &p.enc
-		e.reset(seg.next)
+		e.reset(seg.wnext)
 		n := 0
 		for n < len(q) && (n == 0 || len(e.buf) < batchTarget) && (n == 0 || seg.size+int64(len(e.buf)) < p.l.opts.SegmentBytes) {
 			r := q[n].rec
-			r.Offset = seg.next + int64(n)
+			r.Offset = seg.wnext + int64(n)
 			e.add(r)
 			n++
 		}
@@ -263,7 +265,7 @@ func (p *partition) write(q []pending) (int64, error) {
 			q = q[n:]
 			continue
 		}
-		seg.noteBatch(seg.size, seg.next, n, e.maxTs, int64(len(b)))
+		seg.noteBatch(seg.size, seg.wnext, n, e.maxTs, int64(len(b)))
 		p.unsynced += int64(len(b))
 		total += int64(len(b))
 		q = q[n:]
@@ -280,21 +282,25 @@ func (p *partition) fail(err error) {
 
 // roll seals the active segment (fsync data and indexes) and starts a new one.
 func (p *partition) roll() error {
-	old := p.segs[len(p.segs)-1]
+	old := p.active
 	if err := p.fsync(old); err != nil {
 		return err
 	}
 	if err := old.writeIndexes(); err != nil {
 		return err
 	}
-	s, err := createSegment(p.dir, old.next)
+	s, err := createSegment(p.dir, old.wnext)
 	if err != nil {
 		return err
 	}
 	p.mu.Lock()
-	old.synced = old.size
+	old.publish()
 	old.sealed = true
+	p.end = old.next
 	p.segs = append(p.segs, s)
+	p.active = s
+	close(p.wake)
+	p.wake = make(chan struct{})
 	p.mu.Unlock()
 	return nil
 }
@@ -313,7 +319,7 @@ func (p *partition) fsync(s *segment) error {
 // syncAndRelease fsyncs the active segment, publishes the new end offset to
 // readers and calls the promises of q.
 func (p *partition) syncAndRelease(q []pending) {
-	seg := p.segs[len(p.segs)-1]
+	seg := p.active
 	if p.failed == nil {
 		if err := p.fsync(seg); err != nil {
 			p.fail(err)
@@ -323,7 +329,7 @@ func (p *partition) syncAndRelease(q []pending) {
 	var bytes, records int64
 	if err == nil {
 		p.mu.Lock()
-		seg.synced = seg.size
+		seg.publish()
 		p.end = seg.next
 		close(p.wake)
 		p.wake = make(chan struct{})

@@ -51,6 +51,25 @@ type segment struct {
 	// lastIndexed is the size at the last index entry.
 	lastIndexed int64
 	sealed      bool
+
+	// Writer-side state of the active segment, published to the fields
+	// above (under the partition's mu) once the bytes are fsynced. The
+	// writer appends index entries beyond the published length, which
+	// readers never look at.
+	wnext   int64
+	wmaxTs  int64
+	windex  []indexEntry
+	wtindex []timeEntry
+}
+
+// publish makes everything written so far visible to readers. The caller
+// holds the partition's mu (or is the only user, during Open).
+func (s *segment) publish() {
+	s.synced = s.size
+	s.next = s.wnext
+	s.maxTs = s.wmaxTs
+	s.index = s.windex
+	s.tindex = s.wtindex
 }
 
 func segmentName(base int64) string { return fmt.Sprintf("%020d.log", base) }
@@ -60,16 +79,16 @@ func (s *segment) timePath() string  { return s.path[:len(s.path)-4] + ".timeind
 
 // noteBatch updates the in-memory indexes for a batch written at pos.
 func (s *segment) noteBatch(pos int64, base int64, count int, maxTs int64, size int64) {
-	if len(s.index) == 0 || pos-s.lastIndexed >= indexInterval {
+	if len(s.windex) == 0 || pos-s.lastIndexed >= indexInterval {
 		rel := uint32(base - s.base)
-		s.index = append(s.index, indexEntry{rel: rel, pos: uint32(pos)})
-		s.tindex = append(s.tindex, timeEntry{maxBefore: s.maxTs, rel: rel, pos: uint32(pos)})
+		s.windex = append(s.windex, indexEntry{rel: rel, pos: uint32(pos)})
+		s.wtindex = append(s.wtindex, timeEntry{maxBefore: s.wmaxTs, rel: rel, pos: uint32(pos)})
 		s.lastIndexed = pos
 	}
-	if maxTs > s.maxTs {
-		s.maxTs = maxTs
+	if maxTs > s.wmaxTs {
+		s.wmaxTs = maxTs
 	}
-	s.next = base + int64(count)
+	s.wnext = base + int64(count)
 	s.size = pos + size
 }
 
@@ -94,13 +113,13 @@ func (s *segment) lookupTime(ts int64) int64 {
 
 // writeIndexes writes both index files and fsyncs them.
 func (s *segment) writeIndexes() error {
-	ib := make([]byte, 0, len(s.index)*indexEntrySize)
-	for _, e := range s.index {
+	ib := make([]byte, 0, len(s.windex)*indexEntrySize)
+	for _, e := range s.windex {
 		ib = binary.BigEndian.AppendUint32(ib, e.rel)
 		ib = binary.BigEndian.AppendUint32(ib, e.pos)
 	}
-	tb := make([]byte, 0, len(s.tindex)*timeEntrySize)
-	for _, e := range s.tindex {
+	tb := make([]byte, 0, len(s.wtindex)*timeEntrySize)
+	for _, e := range s.wtindex {
 		tb = binary.BigEndian.AppendUint64(tb, uint64(e.maxBefore))
 		tb = binary.BigEndian.AppendUint32(tb, e.rel)
 		tb = binary.BigEndian.AppendUint32(tb, e.pos)
@@ -139,7 +158,7 @@ func (s *segment) loadIndexes(size int64) bool {
 			return false
 		}
 	}
-	s.index, s.tindex = idx, tidx
+	s.windex, s.wtindex = idx, tidx
 	return true
 }
 
@@ -157,7 +176,7 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 		return nil, nil, err
 	}
 	size := st.Size()
-	s := &segment{base: base, path: path, f: f, next: base, maxTs: minTs, created: st.ModTime(), sealed: !active}
+	s := &segment{base: base, path: path, f: f, wnext: base, wmaxTs: minTs, created: st.ModTime(), sealed: !active}
 	scanFrom := int64(0)
 	rebuilt := true
 	// The active segment is always verified whole: its indexes are written
@@ -165,22 +184,22 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 	// unsynced tail.
 	if !active && s.loadIndexes(size) {
 		// Trust the indexes up to their last entry; verify from there on.
-		last, lastT := s.index[len(s.index)-1], s.tindex[len(s.tindex)-1]
-		s.index, s.tindex = s.index[:len(s.index)-1], s.tindex[:len(s.tindex)-1]
-		if len(s.index) > 0 {
-			s.lastIndexed = int64(s.index[len(s.index)-1].pos)
+		last, lastT := s.windex[len(s.windex)-1], s.wtindex[len(s.wtindex)-1]
+		s.windex, s.wtindex = s.windex[:len(s.windex)-1], s.wtindex[:len(s.wtindex)-1]
+		if len(s.windex) > 0 {
+			s.lastIndexed = int64(s.windex[len(s.windex)-1].pos)
 		}
-		s.maxTs = lastT.maxBefore
-		s.next = base + int64(last.rel)
+		s.wmaxTs = lastT.maxBefore
+		s.wnext = base + int64(last.rel)
 		scanFrom = int64(last.pos)
 		rebuilt = false
 	} else {
-		s.index, s.tindex = nil, nil
+		s.windex, s.wtindex = nil, nil
 	}
 	s.size = scanFrom
 	end, scanErr := ScanSegment(f, scanFrom, size, func(b ScannedBatch) error {
-		if b.BaseOffset != s.next {
-			return fmt.Errorf("%w: batch base offset %d at %d does not follow %d", errCorrupt, b.BaseOffset, b.Pos, s.next)
+		if b.BaseOffset != s.wnext {
+			return fmt.Errorf("%w: batch base offset %d at %d does not follow %d", errCorrupt, b.BaseOffset, b.Pos, s.wnext)
 		}
 		s.noteBatch(b.Pos, b.BaseOffset, b.Count, b.MaxTs, int64(len(b.Raw)))
 		return nil
@@ -206,7 +225,8 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 		tr = &truncation{bytes: size - end, at: end, reason: reason}
 		rebuilt = true
 	}
-	s.size, s.synced = end, end
+	s.size = end
+	s.publish()
 	if s.sealed && (rebuilt || tr != nil) {
 		if err := s.writeIndexes(); err != nil {
 			f.Close()
