@@ -443,10 +443,10 @@ func TestDeleteRecordsBeforePersists(t *testing.T) {
 func TestBackpressureHonoursContext(t *testing.T) {
 	l := openT(t, t.TempDir(), Options{MaxBufferedBytes: 1})
 	createTopic(t, l, "t", log.TopicConfig{Partitions: 1})
-	// Fill the budget with a record whose promise we hold back by holding
-	// the partition's writer: easiest is a cancelled context while another
-	// record is in flight. With a 1-byte budget, only one record can be
-	// buffered at a time, and a cancelled ctx must fail fast when blocked.
+	// With a 1-byte budget only one record can be pending at a time (an
+	// oversize record is admitted into an empty buffer). Producing with a
+	// cancelled context must then fail fast whenever the buffer is taken,
+	// and the records refused that way must not be appended.
 	ctx, cancel := context.WithCancel(bg)
 	cancel()
 	errs := make(chan error, 200)
