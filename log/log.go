@@ -134,7 +134,9 @@ type Log interface {
 	// blocks while the log's buffers are full (backpressure) until there is
 	// room or ctx is done; if ctx ends first, promise is called with ctx's
 	// error. Records produced by one goroutine to one partition are appended
-	// in the order of the Produce calls.
+	// in the order of the Produce calls. The promise may run on the log's
+	// internal goroutine: it must return quickly and must not wait for
+	// another append (no ProduceSync inside a promise).
 	Produce(ctx context.Context, r *Record, promise func(*Record, error))
 	// ProduceSync appends records and returns when all are durable or one
 	// failed. Records are filled in with partition and offset.

@@ -338,13 +338,18 @@ func (p *partition) syncAndRelease(q []pending) {
 	for i := range q {
 		bytes += int64(q[i].size)
 		records++
+	}
+	// Free the buffer space before calling promises, so a promise that
+	// produces again (without waiting) cannot wait for space only its own
+	// return would free.
+	p.l.release(bytes)
+	for i := range q {
 		if err != nil {
 			q[i].promise(q[i].rec, fmt.Errorf("append to %s/%d: %w", p.topic, p.id, err))
 		} else {
 			q[i].promise(q[i].rec, nil)
 		}
 	}
-	p.l.release(bytes)
 	if err == nil {
 		p.l.m.appended(p.topic, records, bytes)
 	}

@@ -475,3 +475,78 @@ func TestBackpressureHonoursContext(t *testing.T) {
 		t.Fatalf("9 MiB record: %v, want ErrRecordTooLarge", err)
 	}
 }
+
+// TestSealedSegmentCorruptTail damages the tail of a sealed (not the last)
+// segment: Open truncates it, reports it, and reads skip the lost offsets
+// instead of failing, so consumers move on to the next segment.
+func TestSealedSegmentCorruptTail(t *testing.T) {
+	dir := t.TempDir()
+	opts := Options{SegmentBytes: 4 << 10}
+	l := openT(t, dir, opts)
+	createTopic(t, l, "t", log.TopicConfig{Partitions: 1})
+	vals := produceBatches(t, l, "t", 200, 2, 0)
+	l.Close()
+	segs := segFiles(t, dir, "t", 0, ".log")
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want >= 3", len(segs))
+	}
+	victim := segs[1]
+	b, _ := os.ReadFile(victim)
+	b[len(b)-3] ^= 0xff
+	os.WriteFile(victim, b, 0o644)
+
+	l = openT(t, dir, opts)
+	reps := l.Recovered()
+	if len(reps) != 1 || reps[0].Segment != victim {
+		t.Fatalf("recovery reports %+v, want one for %s", reps, victim)
+	}
+	got := readAll(t, l, "t", 0)
+	if len(got) >= len(vals) || got[len(got)-1].Offset != int64(len(vals)-1) {
+		t.Fatalf("read %d records ending at %d after losing a batch", len(got), got[len(got)-1].Offset)
+	}
+	prev := int64(-1)
+	gaps := 0
+	for _, r := range got {
+		if string(r.Value) != vals[r.Offset] {
+			t.Fatalf("offset %d holds %q, want %q", r.Offset, r.Value, vals[r.Offset])
+		}
+		if r.Offset != prev+1 {
+			gaps++
+		}
+		prev = r.Offset
+	}
+	if gaps != 1 {
+		t.Fatalf("%d gaps in offsets, want exactly one (the lost batch)", gaps)
+	}
+}
+
+// TestProduceFromPromise chains appends from promises with a tiny buffer:
+// the buffer space of acknowledged records is free before their promises
+// run, so this must not deadlock.
+func TestProduceFromPromise(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{MaxBufferedBytes: 1})
+	createTopic(t, l, "t", log.TopicConfig{Partitions: 1})
+	done := make(chan error, 1)
+	var chain func(n int) func(*log.Record, error)
+	chain = func(n int) func(*log.Record, error) {
+		return func(_ *log.Record, err error) {
+			if err != nil || n == 0 {
+				done <- err
+				return
+			}
+			l.Produce(bg, &log.Record{Topic: "t", Value: []byte("v")}, chain(n-1))
+		}
+	}
+	l.Produce(bg, &log.Record{Topic: "t", Value: []byte("v")}, chain(50))
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("chained Produce from promises deadlocked")
+	}
+	if info, _ := l.Topic(bg, "t"); info.Partitions[0].End != 51 {
+		t.Fatalf("end %d, want 51", info.Partitions[0].End)
+	}
+}
