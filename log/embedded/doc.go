@@ -20,16 +20,36 @@
 // # Segments and framing
 //
 // A segment is a sequence of record batches. A batch is framed by its length
-// and a CRC32C (Castagnoli) of everything after the CRC field (see
-// format.go for the byte layout): a reader can tell a complete batch from a
-// torn or corrupt one without any other file. Offsets are dense: a batch
+// and a CRC32C (Castagnoli) of everything after the CRC field, so a reader
+// can tell a complete batch from a torn or corrupt one without any other
+// file. Integers are big-endian:
+//
+//	off size field
+//	0   4    length      bytes after this field
+//	4   4    crc         CRC32C of bytes [8, 4+length)
+//	8   1    magic       1
+//	9   8    baseOffset  offset of the first record
+//	17  4    count       records in the batch (>= 1)
+//	21  8    firstTs     first record's timestamp, ms since the epoch
+//	29  8    maxTs       largest timestamp in the batch, ms
+//	37  ...  count records, each:
+//	         varint  timestamp - firstTs
+//	         varint  key length (-1 = nil), key
+//	         varint  value length (-1 = nil), value
+//	         uvarint header count, then per header:
+//	                 uvarint key length, key, varint value length (-1 = nil), value
+//
+// A batch is at most 1 MiB plus one record (records are at most
+// MaxRecordBytes); a length beyond that is corruption, so a damaged length
+// field cannot make a reader allocate without bound. Offsets are dense: a batch
 // holds records baseOffset .. baseOffset+count-1, and each batch starts
 // where the previous one ended. Timestamps are milliseconds.
 //
-// The offset index holds (offset - base, file position) pairs, one for at
-// least every 4 KiB of segment, so Fetch seeks close to its offset and scans
-// at most a few KiB. The time index holds, at the same positions, the
-// largest timestamp of all records before that position; because it is
+// The offset index (.index) holds 8-byte entries (offset - base as uint32,
+// file position as uint32), one for at least every 4 KiB of segment, so Fetch seeks close to its offset and scans
+// at most a few KiB. The time index (.timeindex) holds 16-byte entries at
+// the same positions (int64 ms, uint32 offset - base, uint32 position):
+// the largest timestamp of all records before that position; because it is
 // monotonic even when record timestamps are not, OffsetForTime can start
 // at the last entry below the target time and scan forward. Indexes of the
 // active segment live in memory and are written when the segment is sealed
