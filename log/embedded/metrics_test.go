@@ -2,6 +2,7 @@ package embedded
 
 import (
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/millstream/millstream/log"
@@ -89,4 +90,48 @@ func hasLabel(m *dto.Metric, k, v string) bool {
 		}
 	}
 	return false
+}
+
+func fsyncCount(t *testing.T, l *Log) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := l.m.fsyncSeconds.(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// TestGroupCommitSharesFsyncs checks that concurrent ProduceSync calls share
+// fsyncs under group commit, and that "always" fsyncs each record.
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	for _, mode := range []string{FsyncGroup, FsyncAlways} {
+		t.Run(mode, func(t *testing.T) {
+			l := openT(t, t.TempDir(), Options{Fsync: mode})
+			createTopic(t, l, "g", log.TopicConfig{Partitions: 1})
+			const goroutines, per = 32, 20
+			before := fsyncCount(t, l)
+			var wg sync.WaitGroup
+			for g := 0; g < goroutines; g++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < per; i++ {
+						if err := l.ProduceSync(bg, &log.Record{Topic: "g", Value: []byte("v")}); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			n := fsyncCount(t, l) - before
+			t.Logf("%s: %d fsyncs for %d records", mode, n, goroutines*per)
+			switch {
+			case mode == FsyncAlways && n != goroutines*per:
+				t.Fatalf("always: %d fsyncs for %d records, want one each", n, goroutines*per)
+			case mode == FsyncGroup && n >= goroutines*per/2:
+				t.Fatalf("group: %d fsyncs for %d concurrent records; appends are not sharing fsyncs", n, goroutines*per)
+			}
+		})
+	}
 }
