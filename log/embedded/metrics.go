@@ -13,6 +13,8 @@ type metrics struct {
 	fsyncSeconds   prometheus.Histogram
 	truncatedBytes prometheus.Counter
 	truncations    prometheus.Counter
+	// truncatedRecords is an estimate from batch headers; see RecoveryReport.
+	truncatedRecords prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -29,6 +31,9 @@ func newMetrics() *metrics {
 		}),
 		truncatedBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "millstream_log_recovery_truncated_bytes_total", Help: "Bytes of torn or corrupt segment tails truncated by crash recovery at open.",
+		}),
+		truncatedRecords: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "millstream_log_recovery_truncated_records_total", Help: "Records in torn or corrupt segment tails truncated by crash recovery at open (from batch headers; never acknowledged records).",
 		}),
 		truncations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "millstream_log_recovery_truncations_total", Help: "Segment tails truncated by crash recovery at open.",
@@ -93,7 +98,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 // fsync latency, segment count and bytes, start and end offsets per partition,
 // consumer lag per group and partition, and what crash recovery truncated.
 func (l *Log) Register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{l.m.records, l.m.bytes, l.m.fsyncSeconds, l.m.truncatedBytes, l.m.truncations, collector{l}} {
+	for _, c := range []prometheus.Collector{l.m.records, l.m.bytes, l.m.fsyncSeconds, l.m.truncatedBytes, l.m.truncatedRecords, l.m.truncations, collector{l}} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

@@ -87,7 +87,7 @@ func (l *Log) openPartition(t *topic, id int32) (*partition, []RecoveryReport, e
 			return nil, nil, fmt.Errorf("embedded log: topic %s partition %d: %w", t.name, id, err)
 		}
 		if tr != nil {
-			reps = append(reps, RecoveryReport{Topic: t.name, Partition: id, Segment: s.path, At: tr.at, BytesTruncated: tr.bytes, Reason: tr.reason})
+			reps = append(reps, RecoveryReport{Topic: t.name, Partition: id, Segment: s.path, At: tr.at, BytesTruncated: tr.bytes, RecordsTruncated: tr.records, Reason: tr.reason})
 		}
 		p.segs = append(p.segs, s)
 	}

@@ -210,6 +210,7 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 	}
 	var tr *truncation
 	if end < size {
+		lost := countTailRecords(f, end, size)
 		if err := f.Truncate(end); err != nil {
 			f.Close()
 			return nil, nil, fmt.Errorf("truncate corrupt tail of %s at %d: %w (check disk space and permissions)", path, end, err)
@@ -222,7 +223,7 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 		if scanErr != nil {
 			reason = scanErr.Error()
 		}
-		tr = &truncation{bytes: size - end, at: end, reason: reason}
+		tr = &truncation{bytes: size - end, at: end, reason: reason, records: lost}
 		rebuilt = true
 	}
 	s.size = end
@@ -243,9 +244,31 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 }
 
 type truncation struct {
-	bytes  int64
-	at     int64
-	reason string
+	bytes   int64
+	at      int64
+	reason  string
+	records int64
+}
+
+// countTailRecords estimates how many records a truncated tail held, from
+// the count fields of the batch headers that still parse (a torn last batch
+// usually keeps its header). Headers are not covered by a verified CRC
+// here, so a damaged header can make this an estimate.
+func countTailRecords(f *os.File, pos, size int64) int64 {
+	var n int64
+	var hb [batchHeaderSize]byte
+	for pos+batchHeaderSize <= size {
+		if _, err := f.ReadAt(hb[:], pos); err != nil {
+			break
+		}
+		h, err := parseHeader(hb[:])
+		if err != nil {
+			break
+		}
+		n += int64(h.count)
+		pos += h.size()
+	}
+	return n
 }
 
 func (s *segment) remove() error {
