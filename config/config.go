@@ -5,7 +5,11 @@
 // command-line flags.
 package config
 
-import "time"
+import (
+	"errors"
+	"slices"
+	"time"
+)
 
 // Config is the whole configuration file.
 type Config struct {
@@ -15,6 +19,11 @@ type Config struct {
 	MQTT    MQTT    `yaml:"mqtt"`
 	HTTP    HTTP    `yaml:"http"`
 	Logging Logging `yaml:"logging"`
+
+	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
+	// Parse or Load found them, so Validate can point at the line to fix.
+	// Nil for a Config built in code.
+	src map[string]origin
 }
 
 // Log configures the event log.
@@ -64,7 +73,9 @@ type Listener struct {
 	// Type is "tcp" or "websocket".
 	Type    string `yaml:"type"`
 	Address string `yaml:"address"`
-	TLS     TLS    `yaml:"tls"`
+	// TLS is left out of Dump's output when unset (omitempty), as most
+	// listeners have none.
+	TLS TLS `yaml:"tls,omitempty"`
 }
 
 // TLS enables TLS on a listener when CertFile is set.
@@ -165,3 +176,33 @@ type Duration time.Duration
 // ByteSize is a size in bytes written as 1048576, "512KiB", "128MiB", "1GB".
 // -1 means unlimited where the option says so.
 type ByteSize int64
+
+// SetDataDir sets data_dir (the --data-dir flag).
+func (c *Config) SetDataDir(dir string) {
+	c.DataDir = dir
+}
+
+// SetMQTTAddr sets the address of the first tcp listener (the --mqtt-addr
+// flag). It fails when addr is not host:port or when no tcp listener is
+// configured: a flag that silently did nothing would leave the broker on an
+// address the operator did not ask for.
+func (c *Config) SetMQTTAddr(addr string) error {
+	if msg := addrProblem(addr, "127.0.0.1:1883"); msg != "" {
+		return errors.New(msg)
+	}
+	for i, l := range c.MQTT.Listeners {
+		if l.Type == "tcp" {
+			// Copy the list first: Config values share their slices, and
+			// the caller's copies must not change behind its back.
+			c.MQTT.Listeners = slices.Clone(c.MQTT.Listeners)
+			c.MQTT.Listeners[i].Address = addr
+			return nil
+		}
+	}
+	return errors.New("no listener of type tcp in mqtt.listeners to set the address of; add one to the configuration file")
+}
+
+// SetHTTPAddr sets http.address (the --http-addr flag).
+func (c *Config) SetHTTPAddr(addr string) {
+	c.HTTP.Address = addr
+}
