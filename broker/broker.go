@@ -177,7 +177,7 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 	if lim.MaxConnections > 0 {
 		b.access.maxConns = lim.MaxConnections
 	}
-	b.ingest = &ingestHook{b: b, topic: cfg.IngressTopic}
+	b.ingest = &ingestHook{b: b, topic: cfg.IngressTopic, fanout: b.srv.NewClient(nil, mqtt.LocalListener, "millstream-fanout", true)}
 	b.state = newStateHook(b, opts.StateTopic, opts.StateCompactRecords)
 	for _, h := range []mqtt.Hook{b.access, b.ingest, b.state} {
 		if err := b.srv.AddHook(h, nil); err != nil {
@@ -396,7 +396,7 @@ func (b *Broker) Close() error {
 		defer wcancel()
 		var errs []error
 		if err := waitGroup(wctx, &b.ingest.pending); err != nil {
-			errs = append(errs, fmt.Errorf("QoS 0 appends still pending at shutdown: %w", err))
+			errs = append(errs, fmt.Errorf("MQTT appends still pending at shutdown: %w", err))
 		}
 		if err := b.state.close(wctx); err != nil {
 			errs = append(errs, err)

@@ -11,9 +11,13 @@
 // value is the payload exactly as received; the timestamp is the receive time.
 //
 //   - QoS 1 and 2: the PUBACK (PUBREC) is written only after the append is
-//     durable under the log's fsync policy. The client's read loop waits for
-//     it, which throttles a publisher to what the log can absorb, and the
-//     log's group commit shares one fsync among all clients waiting at once.
+//     durable under the log's fsync policy. Appends are pipelined: a client
+//     may have up to mqtt.limits.max_inflight appends in flight (its receive
+//     maximum), so one busy publisher fills a group commit by itself and many
+//     publishers share one fsync. Acknowledgements and fan-out to subscribers
+//     follow the order the client sent in, whatever order the appends finish
+//     in. A client at its limit is not read from until an append finishes:
+//     the log's pace throttles publishers.
 //   - If the append fails the message is not acknowledged: an MQTT 5 client
 //     gets PUBACK/PUBREC with reason 0x97 (quota exceeded: disk full, record
 //     too large) or 0x80 (anything else) and a reason string; an MQTT 3.1.1

@@ -42,17 +42,32 @@ var (
 	valueFalse = []byte("false")
 )
 
-// ingestHook appends every PUBLISH to the ingress topic before mochi
-// acknowledges it and fans it out (mochi runs OnPublish synchronously in the
-// client's read loop, before writing the PUBACK/PUBREC).
+// ingestHook appends every PUBLISH to the ingress topic before it is
+// acknowledged or fanned out.
 //
-//   - QoS 1/2: wait until the append is durable. Waiting here also throttles
-//     the client: its next packet is read only after this one is durable, and
-//     the log's group commit batches the waits of concurrent clients into one
-//     fsync.
-//   - QoS 0: Produce without waiting. Produce still blocks while the log's
-//     buffers are full, which slows the publisher instead of dropping;
-//     failures are counted in qos0_dropped_total.
+// Appends are pipelined per client: OnPublish (which mochi runs in the
+// client's read loop) starts the append and returns at once, telling mochi to
+// do nothing more with the packet, so the client's next PUBLISH is read while
+// the first is still being written: one client with many messages in flight
+// fills a group commit on its own, as many clients do together. The client's
+// acker takes finished appends strictly in the order they were received,
+// writes the PUBACK ([MQTT-4.6.0-2]: in order) and fans the message out
+// through an inline client, so subscribers see each publisher's messages in
+// order whatever order the log completes them in (partitions complete
+// independently).
+//
+//   - QoS 1: acknowledged only once durable. A client has at most
+//     mqtt.limits.max_inflight appends in flight; beyond that OnPublish waits,
+//     which stops reading from the client: backpressure, not loss.
+//   - QoS 2: the read loop waits until the append is durable and everything
+//     before it has been handed back, then lets mochi run the PUBREC/PUBREL
+//     exchange as usual. (mochi's per-client inflight store must only be
+//     written from the client's own goroutine: Inflight.NextImmediate takes
+//     its read lock twice, so a writer on another goroutine can deadlock it.)
+//   - QoS 0: appended without waiting for durability and fanned out at once,
+//     unless earlier messages of the same client are still in flight: then it
+//     waits its turn. Produce still blocks while the log's buffers are full.
+//     Failed appends are counted in qos0_dropped_total.
 //   - Append failed: no acknowledgement. MQTT 5 clients get PUBACK/PUBREC with
 //     a reason code >= 0x80; MQTT 3.1.1 has no negative acknowledgement, so
 //     the connection is closed and the client resends after reconnecting.
@@ -61,16 +76,26 @@ type ingestHook struct {
 	b       *Broker
 	topic   string
 	pool    sync.Pool
-	pending sync.WaitGroup // asynchronous appends not yet reported
+	ackers  sync.Map       // *mqtt.Client -> *acker
+	fanout  *mqtt.Client   // inline client through which queued messages are fanned out
+	pending sync.WaitGroup // appends not yet reported (and, for queued ones, handed back)
 	dropLog rateLimit
 	failLog rateLimit
 }
+
+// reinjectMark marks a packet handed back to mochi after its append. Packets
+// read from the network always have zero Mods (mochi sets them only on the
+// copies it encodes), so a client cannot forge the mark. The publisher's
+// client id rides in Connect.ClientIdentifier (unused in a PUBLISH) because
+// mochi overwrites Origin with the inline client's id, and Origin is what
+// MQTT 5 no-local subscriptions compare against.
+const reinjectMark = 0xFFFFFFF7
 
 func (h *ingestHook) ID() string { return "millstream-ingest" }
 
 func (h *ingestHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnPacketSent, mqtt.OnPublishDropped:
+	case mqtt.OnPublish, mqtt.OnWillSent, mqtt.OnPacketSent, mqtt.OnPublishDropped, mqtt.OnDisconnect:
 		return true
 	}
 	return false
@@ -85,7 +110,15 @@ type ingressRecord struct {
 	hdrs [6]log.Header
 	ts   [40]byte
 	h    *ingestHook
-	done func(*log.Record, error) // promise for asynchronous appends, bound once
+	done func(*log.Record, error) // promise for QoS 0 and wills, bound once
+
+	// For appends queued on a client's acker.
+	a        *acker
+	pk       packets.Packet
+	err      error
+	finished bool
+	queued   func(*log.Record, error) // promise for queued appends, bound once
+	turn     chan struct{}            // QoS 2: closed when it is this message's turn
 }
 
 func (h *ingestHook) get() *ingressRecord {
@@ -94,12 +127,14 @@ func (h *ingestHook) get() *ingressRecord {
 	}
 	ir := &ingressRecord{h: h}
 	ir.done = ir.asyncDone
+	ir.queued = ir.queuedDone
 	return ir
 }
 
 func (h *ingestHook) put(ir *ingressRecord) {
 	ir.rec = log.Record{}
 	clear(ir.hdrs[:])
+	ir.a, ir.pk, ir.err, ir.finished, ir.turn = nil, packets.Packet{}, nil, false, nil
 	h.pool.Put(ir)
 }
 
@@ -138,14 +173,18 @@ func (ir *ingressRecord) fill(topic string, clientID string, pk *packets.Packet,
 	ir.rec.Headers = hs
 }
 
+func (h *ingestHook) countDrop(err error) {
+	h.b.metrics.qos0Dropped.Add(1)
+	if h.dropLog.allow() {
+		h.b.logger.Warn("QoS 0 message not stored: append to the log failed (counted in millstream_mqtt_qos0_dropped_total)",
+			"topic", h.topic, "error", err)
+	}
+}
+
 func (ir *ingressRecord) asyncDone(_ *log.Record, err error) {
 	h := ir.h
 	if err != nil {
-		h.b.metrics.qos0Dropped.Add(1)
-		if h.dropLog.allow() {
-			h.b.logger.Warn("QoS 0 message not stored: append to the log failed (counted in millstream_mqtt_qos0_dropped_total)",
-				"topic", h.topic, "error", err)
-		}
+		h.countDrop(err)
 	} else {
 		h.b.metrics.appended.Add(1)
 		h.put(ir)
@@ -154,25 +193,51 @@ func (ir *ingressRecord) asyncDone(_ *log.Record, err error) {
 }
 
 func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.Mods.MaxSize == reinjectMark {
+		// Appended already: let mochi retain and fan it out.
+		pk.Mods.MaxSize = 0
+		pk.Origin, pk.Connect.ClientIdentifier = pk.Connect.ClientIdentifier, ""
+		return pk, nil
+	}
 	now := time.Now()
 	if ls := h.b.metrics.byName[cl.Net.Listener]; ls != nil {
 		ls.msgsIn.Add(1)
 	}
 	ir := h.get()
 	ir.fill(h.topic, cl.ID, &pk, now, false)
-	if pk.FixedHeader.Qos == 0 {
+	var a *acker
+	if !cl.Net.Inline {
+		a = h.ackerFor(cl)
+	}
+	// Inline publishes (from inside the process) have nobody to
+	// acknowledge; QoS 0 of an idle client overtakes nothing.
+	if a == nil || (pk.FixedHeader.Qos == 0 && a.idle()) {
 		h.pending.Add(1)
 		h.b.log.Produce(h.b.ctx, &ir.rec, ir.done)
 		return pk, nil
 	}
-
-	err := h.b.log.ProduceSync(h.b.ctx, &ir.rec)
-	h.b.metrics.appendWait.Observe(time.Since(now).Seconds())
-	if err == nil {
-		h.b.metrics.appended.Add(1)
-		h.put(ir)
-		return pk, nil
+	if pk.FixedHeader.Qos == 2 {
+		ir.turn = make(chan struct{})
 	}
+	if err := a.enqueue(ir, pk); err != nil {
+		h.put(ir)
+		h.fail(cl, pk, err)
+		return pk, packets.ErrRejectPacket
+	}
+	if ir.turn == nil {
+		return pk, packets.ErrRejectPacket // the acker acknowledges and fans out
+	}
+	<-ir.turn
+	if err := ir.err; err != nil {
+		h.fail(cl, pk, err)
+		return pk, packets.ErrRejectPacket // the failed record may still be referenced by the log
+	}
+	h.put(ir)
+	return pk, nil // mochi sends the PUBREC and fans out
+}
+
+// fail refuses a QoS 1/2 PUBLISH whose append failed.
+func (h *ingestHook) fail(cl *mqtt.Client, pk packets.Packet, err error) {
 	h.b.metrics.appendErrors.Add(1)
 	if h.failLog.allow() {
 		h.b.logger.Error("MQTT PUBLISH not acknowledged: append to the log failed",
@@ -195,7 +260,149 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		// the message unacknowledged, so the client sends it again.
 		cl.Stop(errors.New("append to log failed; connection closed so the client resends"))
 	}
-	return pk, packets.ErrRejectPacket // mochi then neither acks nor fans out
+}
+
+// acker hands one client's appended packets back to mochi in the order they
+// were received.
+type acker struct {
+	h     *ingestHook
+	cl    *mqtt.Client
+	slots chan struct{} // one per append in flight: bounds them at the receive maximum
+
+	mu       sync.Mutex
+	q        []*ingressRecord // in flight or waiting to be handed back, oldest first
+	draining bool             // a drain goroutine is running
+}
+
+func (h *ingestHook) ackerFor(cl *mqtt.Client) *acker {
+	if a, ok := h.ackers.Load(cl); ok {
+		return a.(*acker)
+	}
+	a := &acker{h: h, cl: cl, slots: make(chan struct{}, max(1, int(h.b.access.inflight)))}
+	actual, _ := h.ackers.LoadOrStore(cl, a)
+	return actual.(*acker)
+}
+
+// OnDisconnect forgets the client's acker; appends still in flight keep it
+// and are handed back (fanned out) when they finish.
+func (h *ingestHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	h.ackers.Delete(cl)
+}
+
+// idle reports whether nothing of the client is in flight, so a QoS 0
+// message may be fanned out at once without overtaking earlier messages.
+func (a *acker) idle() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.q) == 0
+}
+
+// enqueue starts the append of ir. It waits while the client has the
+// maximum number of appends in flight.
+func (a *acker) enqueue(ir *ingressRecord, pk packets.Packet) error {
+	select {
+	case a.slots <- struct{}{}:
+	default:
+		a.h.b.metrics.appendBackpressure.Add(1)
+		select {
+		case a.slots <- struct{}{}:
+		case <-a.h.b.ctx.Done():
+			return log.ErrClosed
+		}
+	}
+	ir.a, ir.pk = a, pk
+	a.mu.Lock()
+	a.q = append(a.q, ir)
+	a.mu.Unlock()
+	a.h.pending.Add(1)
+	a.h.b.log.Produce(a.h.b.ctx, &ir.rec, ir.queued)
+	return nil
+}
+
+// queuedDone is the promise of a queued append. Promises must not block, so
+// the acknowledgement is written by a drain goroutine.
+func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
+	a := ir.a
+	a.mu.Lock()
+	ir.err, ir.finished = err, true
+	start := !a.draining && a.q[0].finished
+	if start {
+		a.draining = true
+	}
+	a.mu.Unlock()
+	if start {
+		go a.drain()
+	}
+}
+
+// drain hands finished appends back to mochi, oldest first, and stops at the
+// first one still in flight (its promise starts the next drain).
+func (a *acker) drain() {
+	h := a.h
+	for {
+		a.mu.Lock()
+		if len(a.q) == 0 || !a.q[0].finished {
+			a.draining = false
+			a.mu.Unlock()
+			return
+		}
+		ir := a.q[0]
+		a.mu.Unlock()
+
+		a.handBack(ir)
+
+		a.mu.Lock()
+		a.q[0] = nil
+		a.q = a.q[1:]
+		if len(a.q) == 0 {
+			a.q = a.q[:0:0] // let the backing array go; a busy client soon grows a new one
+		}
+		a.mu.Unlock()
+		<-a.slots
+		h.pending.Done()
+	}
+}
+
+func (a *acker) handBack(ir *ingressRecord) {
+	h, cl, pk := a.h, a.cl, ir.pk
+	if pk.FixedHeader.Qos > 0 {
+		h.b.metrics.appendWait.Observe(time.Since(ir.rec.Timestamp).Seconds())
+		if ir.err == nil {
+			h.b.metrics.appended.Add(1)
+		}
+	}
+	if ir.turn != nil {
+		close(ir.turn) // QoS 2: the read loop takes it from here
+		return
+	}
+	switch {
+	case ir.err != nil && pk.FixedHeader.Qos > 0:
+		h.fail(cl, pk, ir.err)
+		return // the failed record may still be referenced by the log
+	case ir.err != nil:
+		h.countDrop(ir.err)
+	case pk.FixedHeader.Qos == 0:
+		h.b.metrics.appended.Add(1)
+	default:
+		// A client that went away gets no PUBACK and resends after
+		// reconnecting; the message is in the log, so it is fanned out
+		// anyway (QoS 1 is at least once).
+		err := cl.WritePacket(packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}, PacketID: pk.PacketID})
+		if err != nil && !errors.Is(err, mqtt.ErrConnectionClosed) {
+			h.b.logger.Debug("MQTT PUBACK not written", "client", cl.ID, "error", err)
+		}
+	}
+	pk.Mods.MaxSize = reinjectMark
+	if debugOrder {
+		println("HB", pk.TopicName, string(pk.Payload))
+	}
+	pk.Connect.ClientIdentifier = cl.ID
+	if err := h.b.srv.InjectPacket(h.fanout, pk); err != nil {
+		h.b.logger.Debug("MQTT fan-out after append failed", "client", cl.ID, "error", err)
+	}
+	if ir.err == nil {
+		h.put(ir)
+	}
 }
 
 // appendFailureCode picks the MQTT 5 reason code for a failed append.
@@ -235,3 +442,5 @@ func (h *ingestHook) OnPacketSent(cl *mqtt.Client, pk packets.Packet, _ []byte) 
 func (h *ingestHook) OnPublishDropped(*mqtt.Client, packets.Packet) {
 	h.b.metrics.deliveryDropped.Add(1)
 }
+
+const debugOrder = false

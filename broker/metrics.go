@@ -42,16 +42,17 @@ type metrics struct {
 	listeners []*listenerStats
 	byName    map[string]*listenerStats // read-only after New: no lock needed
 
-	appended        atomic.Uint64
-	appendErrors    atomic.Uint64
-	qos0Dropped     atomic.Uint64
-	deliveryDropped atomic.Uint64
-	authFailures    [numAuthReasons]atomic.Uint64
-	aclDenials      [numACLActions]atomic.Uint64
-	connRejected    atomic.Uint64
-	stateWrites     atomic.Uint64
-	stateErrors     atomic.Uint64
-	compactions     atomic.Uint64
+	appended           atomic.Uint64
+	appendErrors       atomic.Uint64
+	qos0Dropped        atomic.Uint64
+	deliveryDropped    atomic.Uint64
+	authFailures       [numAuthReasons]atomic.Uint64
+	aclDenials         [numACLActions]atomic.Uint64
+	connRejected       atomic.Uint64
+	stateWrites        atomic.Uint64
+	stateErrors        atomic.Uint64
+	compactions        atomic.Uint64
+	appendBackpressure atomic.Uint64
 
 	inflight   func() float64
 	stateLive  func() (sessions, retained float64)
@@ -62,6 +63,7 @@ type metrics struct {
 	dDeliveryDropped, dAuthFailures, dACLDenials     *prometheus.Desc
 	dConnRejected, dInflight, dStateWrites           *prometheus.Desc
 	dStateErrors, dCompactions, dSessions, dRetained *prometheus.Desc
+	dBackpressure                                    *prometheus.Desc
 }
 
 // Metric names. They are listed in doc.go too.
@@ -100,6 +102,7 @@ func newMetrics() *metrics {
 		dCompactions:     prometheus.NewDesc(name("state_compactions_total"), "Snapshots written to compact the session state topic.", nil, nil),
 		dSessions:        prometheus.NewDesc(name("persistent_sessions"), "Persistent sessions kept in the session state topic.", nil, nil),
 		dRetained:        prometheus.NewDesc(name("retained_messages"), "Retained messages kept in the session state topic.", nil, nil),
+		dBackpressure:    prometheus.NewDesc(name("backpressure_waits_total"), "Times a client's read loop waited because it had mqtt.limits.max_inflight appends in flight.", nil, nil),
 	}
 }
 
@@ -114,7 +117,7 @@ func (m *metrics) addListener(name, typ string) *listenerStats {
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{m.dMsgsIn, m.dMsgsOut, m.dBytesIn, m.dBytesOut, m.dConns,
 		m.dAppended, m.dAppendErrors, m.dQoS0Dropped, m.dDeliveryDropped, m.dAuthFailures, m.dACLDenials,
-		m.dConnRejected, m.dInflight, m.dStateWrites, m.dStateErrors, m.dCompactions, m.dSessions, m.dRetained} {
+		m.dConnRejected, m.dInflight, m.dStateWrites, m.dStateErrors, m.dCompactions, m.dSessions, m.dRetained, m.dBackpressure} {
 		ch <- d
 	}
 	m.appendWait.Describe(ch)
@@ -154,6 +157,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.dStateWrites, m.stateWrites.Load())
 	counter(m.dStateErrors, m.stateErrors.Load())
 	counter(m.dCompactions, m.compactions.Load())
+	counter(m.dBackpressure, m.appendBackpressure.Load())
 	var sessions, retained float64
 	if m.stateLive != nil {
 		sessions, retained = m.stateLive()
