@@ -1,0 +1,288 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+)
+
+const benchUsage = `Scenarios:
+  ingest   P MQTT publishers x QoS 0/1 x small payloads into a broker, with a
+           subscriber on the benchmark topics. Runs a peak phase (as fast as
+           the broker acknowledges) and then a phase at half the peak rate;
+           prints one JSON line per phase: messages/s published and delivered,
+           publish->PUBACK p50/p99/max.
+
+Any MQTT broker can be the target (--broker), so a peer such as mosquitto is
+measured by the same client code. See docs/benchmarks.md and scripts/bench-ingest.sh.
+`
+
+func cmdBench(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(stderr, benchUsage)
+		return fmt.Errorf("%w: name a scenario, e.g. millstream bench ingest", errUsage)
+	}
+	switch args[0] {
+	case "ingest":
+		return benchIngest(args[1:], stdout, stderr)
+	default:
+		fmt.Fprint(stderr, benchUsage)
+		return fmt.Errorf("%w: unknown scenario %q", errUsage, args[0])
+	}
+}
+
+type ingestParams struct {
+	Broker     string  `json:"-"`
+	Target     string  `json:"target"`
+	Publishers int     `json:"publishers"`
+	QoS        byte    `json:"qos"`
+	Size       int     `json:"payload_bytes"`
+	Inflight   int     `json:"inflight_per_publisher"`
+	Phase      string  `json:"phase"`
+	Rate       float64 `json:"rate_target"`
+	Duration   time.Duration
+	Username   string `json:"-"`
+	Password   string `json:"-"`
+	TopicBase  string `json:"-"`
+}
+
+type ingestResult struct {
+	Scenario string `json:"scenario"`
+	ingestParams
+	Seconds      float64 `json:"seconds"`
+	Published    int64   `json:"published"`
+	Acked        int64   `json:"acked"`
+	PublishedPS  float64 `json:"published_per_s"`
+	Delivered    int64   `json:"delivered"`
+	DeliveredPS  float64 `json:"delivered_per_s"`
+	AckP50Millis float64 `json:"puback_p50_ms,omitempty"`
+	AckP99Millis float64 `json:"puback_p99_ms,omitempty"`
+	AckMaxMillis float64 `json:"puback_max_ms,omitempty"`
+	Errors       int64   `json:"errors"`
+}
+
+func benchIngest(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("bench ingest", stderr)
+	var p ingestParams
+	fs.StringVar(&p.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	fs.StringVar(&p.Target, "target", "millstream", "label for the broker under test, copied into the results")
+	fs.IntVar(&p.Publishers, "publishers", 8, "concurrent publishing clients")
+	qos := fs.Int("qos", 1, "publish and subscribe QoS (0 or 1)")
+	fs.IntVar(&p.Size, "size", 64, "payload bytes")
+	fs.IntVar(&p.Inflight, "inflight", 16, "unacknowledged QoS 1 messages per publisher")
+	fs.DurationVar(&p.Duration, "duration", 10*time.Second, "length of each phase")
+	phases := fs.String("phases", "peak,half", "phases to run: peak (unthrottled), half (half the measured peak rate), or a rate in msgs/s")
+	fs.StringVar(&p.Username, "username", "", "MQTT username")
+	fs.StringVar(&p.Password, "password", "", "MQTT password")
+	fs.StringVar(&p.TopicBase, "topic", "bench", "topic prefix; the subscriber listens on PREFIX/#")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	if *qos != 0 && *qos != 1 {
+		return fmt.Errorf("%w: --qos must be 0 or 1", errUsage)
+	}
+	p.QoS = byte(*qos)
+	if p.Publishers < 1 || p.Size < 1 || p.Inflight < 1 || p.Duration <= 0 {
+		return fmt.Errorf("%w: --publishers, --size, --inflight and --duration must be positive", errUsage)
+	}
+	if p.Duration > 10*time.Minute {
+		return fmt.Errorf("%w: --duration is capped at 10m so a benchmark always ends", errUsage)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	enc := json.NewEncoder(stdout)
+	var peak float64
+	for _, ph := range strings.Split(*phases, ",") {
+		q := p
+		q.Phase = strings.TrimSpace(ph)
+		switch q.Phase {
+		case "peak":
+			q.Rate = 0
+		case "half":
+			if peak == 0 {
+				return fmt.Errorf("%w: phase half needs a peak phase before it", errUsage)
+			}
+			q.Rate = math.Floor(peak / 2)
+		default:
+			var r float64
+			if _, err := fmt.Sscanf(q.Phase, "%g", &r); err != nil || r <= 0 {
+				return fmt.Errorf("%w: phase %q: use peak, half or a rate in msgs/s", errUsage, q.Phase)
+			}
+			q.Rate = r
+		}
+		res, err := runIngest(ctx, q, stderr)
+		if err != nil {
+			return err
+		}
+		if q.Phase == "peak" {
+			peak = res.PublishedPS
+		}
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func connectBench(ctx context.Context, p ingestParams, id string) (paho.Client, error) {
+	o := paho.NewClientOptions().AddBroker(p.Broker).SetClientID(id).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+		SetOrderMatters(false).SetConnectTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
+		SetMessageChannelDepth(10000)
+	if p.Username != "" {
+		o.SetUsername(p.Username).SetPassword(p.Password)
+	}
+	c := paho.NewClient(o)
+	t := c.Connect()
+	select {
+	case <-t.Done():
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := t.Error(); err != nil {
+		return nil, fmt.Errorf("connect %s to %s: %w", id, p.Broker, err)
+	}
+	return c, nil
+}
+
+type pending struct {
+	tok  paho.Token
+	sent time.Time
+}
+
+func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestResult, error) {
+	res := ingestResult{Scenario: "ingest", ingestParams: p}
+	run := time.Now().UnixNano()
+	base := fmt.Sprintf("%s/%x", p.TopicBase, run)
+
+	var delivered atomic.Int64
+	sub, err := connectBench(ctx, p, fmt.Sprintf("bench-sub-%x", run))
+	if err != nil {
+		return res, err
+	}
+	defer sub.Disconnect(100)
+	st := sub.Subscribe(base+"/#", p.QoS, func(paho.Client, paho.Message) { delivered.Add(1) })
+	if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
+		return res, fmt.Errorf("subscribe %s/#: %v", base, st.Error())
+	}
+
+	pubs := make([]paho.Client, p.Publishers)
+	for i := range pubs {
+		if pubs[i], err = connectBench(ctx, p, fmt.Sprintf("bench-pub-%x-%d", run, i)); err != nil {
+			return res, err
+		}
+		defer pubs[i].Disconnect(100)
+	}
+
+	payload := make([]byte, p.Size)
+	for i := range payload {
+		payload[i] = byte('a' + i%26)
+	}
+	var published, acked, errCount atomic.Int64
+	lat := make([][]time.Duration, p.Publishers)
+	deadline := time.Now().Add(p.Duration)
+	start := time.Now()
+	perPub := p.Rate / float64(p.Publishers)
+
+	var wg sync.WaitGroup
+	for i, c := range pubs {
+		window := make(chan pending, p.Inflight)
+		wg.Add(2)
+		go func() { // acknowledger: PUBACKs arrive in order, so wait in order
+			defer wg.Done()
+			for pe := range window {
+				pe.tok.Wait()
+				if pe.tok.Error() != nil {
+					errCount.Add(1)
+					continue
+				}
+				acked.Add(1)
+				if p.QoS > 0 {
+					lat[i] = append(lat[i], time.Since(pe.sent))
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			defer close(window)
+			topic := fmt.Sprintf("%s/%d", base, i)
+			for n := 0; ; n++ {
+				now := time.Now()
+				if now.After(deadline) || ctx.Err() != nil {
+					return
+				}
+				if perPub > 0 {
+					due := start.Add(time.Duration(float64(n) / perPub * float64(time.Second)))
+					if d := due.Sub(now); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				sent := time.Now()
+				window <- pending{tok: c.Publish(topic, p.QoS, false, payload), sent: sent}
+				published.Add(1)
+			}
+		}()
+	}
+
+	// Progress on stderr while the phase runs.
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				el := time.Since(start).Seconds()
+				fmt.Fprintf(stderr, "bench ingest %s/%s: %.0fs, %.0f published/s, %.0f delivered/s\n",
+					p.Target, p.Phase, el, float64(published.Load())/el, float64(delivered.Load())/el)
+			}
+		}
+	}()
+	wg.Wait()
+	elapsed := time.Since(start)
+	// Let in-flight deliveries drain, bounded.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && delivered.Load() < published.Load(); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	close(done)
+
+	res.Seconds = elapsed.Seconds()
+	res.Published = published.Load()
+	res.Acked = acked.Load()
+	res.Errors = errCount.Load()
+	res.PublishedPS = float64(res.Acked) / elapsed.Seconds()
+	res.Delivered = delivered.Load()
+	res.DeliveredPS = float64(res.Delivered) / elapsed.Seconds()
+	if p.QoS > 0 {
+		all := slices.Concat(lat...)
+		if len(all) == 0 {
+			return res, errors.New("no PUBACK received: is the broker accepting QoS 1 publishes?")
+		}
+		slices.Sort(all)
+		ms := func(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+		res.AckP50Millis = ms(all[len(all)*50/100])
+		res.AckP99Millis = ms(all[len(all)*99/100])
+		res.AckMaxMillis = ms(all[len(all)-1])
+	}
+	if res.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "bench ingest: %d publishes failed\n", res.Errors)
+	}
+	return res, nil
+}

@@ -1,0 +1,325 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mlog "github.com/millstream/millstream/log"
+)
+
+// These tests build the real binary and drive it with real MQTT clients
+// (mosquitto_pub from the Debian package), as a user would.
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func millstreamBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "millstream-bin")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "millstream")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// needTool skips when a peer is missing, or fails under CI=true (DESIGN.md, Testing).
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is required under CI=true (apt-get install mosquitto-clients)", name)
+		}
+		t.Skipf("%s not installed (apt-get install mosquitto-clients)", name)
+	}
+	return p
+}
+
+type server struct {
+	cmd     *exec.Cmd
+	mqtt    string // host:port of the tcp listener
+	http    string // base URL
+	stderr  *bytes.Buffer
+	mu      *sync.Mutex
+	waitErr chan error
+}
+
+// writeConfig writes a config with every listener on port 0, so tests run in
+// parallel and never collide with a server on the default ports.
+func writeConfig(t *testing.T, dir, extra string) string {
+	t.Helper()
+	p := filepath.Join(dir, "millstream.yaml")
+	cfg := `data_dir: ` + filepath.Join(dir, "data") + `
+mqtt:
+  listeners:
+    - {name: tcp, type: tcp, address: "127.0.0.1:0"}
+http:
+  address: "127.0.0.1:0"
+logging:
+  format: json
+` + extra
+	if err := os.WriteFile(p, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// startServer runs `millstream run` and waits for its "millstream started"
+// log line, which carries the bound addresses.
+func startServer(t *testing.T, cfgPath string) *server {
+	t.Helper()
+	cmd := exec.Command(millstreamBin(t), "run", "--config", cfgPath)
+	pr, pw := io.Pipe()
+	cmd.Stderr = pw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{cmd: cmd, stderr: &bytes.Buffer{}, mu: &sync.Mutex{}, waitErr: make(chan error, 1)}
+	go func() { s.waitErr <- cmd.Wait(); pw.Close() }()
+	started := make(chan map[string]any, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			s.mu.Lock()
+			s.stderr.Write(line)
+			s.stderr.WriteByte('\n')
+			s.mu.Unlock()
+			var m map[string]any
+			if json.Unmarshal(line, &m) == nil && m["msg"] == "millstream started" {
+				started <- m
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			<-s.waitErr
+		}
+		if t.Failed() {
+			t.Logf("server log:\n%s", s.log())
+		}
+	})
+	select {
+	case m := <-started:
+		s.mqtt, _ = m["mqtt_tcp"].(string)
+		s.http = "http://" + m["http"].(string)
+	case err := <-s.waitErr:
+		t.Fatalf("server exited before starting: %v\n%s", err, s.log())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not start within 30s:\n%s", s.log())
+	}
+	return s
+}
+
+func (s *server) log() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stderr.String()
+}
+
+func (s *server) port() string { return s.mqtt[strings.LastIndexByte(s.mqtt, ':')+1:] }
+
+func (s *server) stop(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-s.waitErr:
+		if sig == syscall.SIGTERM && err != nil {
+			t.Fatalf("server exited with %v after SIGTERM\n%s", err, s.log())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server did not exit after %v", sig)
+	}
+}
+
+// replay runs `millstream replay` and parses its JSON lines.
+func replay(t *testing.T, args ...string) []mlog.Record {
+	t.Helper()
+	cmd := exec.Command(millstreamBin(t), append([]string{"replay"}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("replay %v: %v\n%s", args, err, stderr.String())
+	}
+	var recs []mlog.Record
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		r, err := mlog.ParseRecordJSON(line)
+		if err != nil {
+			t.Fatalf("replay printed a line that is not a record: %v\n%s", err, line)
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func header(r mlog.Record, k string) string {
+	v, _ := r.HeaderValue(k)
+	return string(v)
+}
+
+// The README's quick start: publish with mosquitto_pub, replay with the CLI
+// from the running server and, after shutdown, from the data dir.
+func TestQuickStart(t *testing.T) {
+	pub := needTool(t, "mosquitto_pub")
+	dir := t.TempDir()
+	s := startServer(t, writeConfig(t, dir, ""))
+
+	out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", s.port(), "-q", "1", "-i", "press-7",
+		"-t", "acme/plant1/press/temperature", "-m", `{"value": 71.5}`).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+
+	check := func(recs []mlog.Record) {
+		t.Helper()
+		if len(recs) != 1 {
+			t.Fatalf("want 1 record, got %d: %+v", len(recs), recs)
+		}
+		r := recs[0]
+		if string(r.Key) != "acme/plant1/press/temperature" || string(r.Value) != `{"value": 71.5}` {
+			t.Fatalf("record key/value: %q %q", r.Key, r.Value)
+		}
+		if len(r.Headers) == 0 {
+			t.Fatalf("record has no headers")
+		}
+		var joined strings.Builder
+		for _, h := range r.Headers {
+			fmt.Fprintf(&joined, "%s=%s ", h.Key, h.Value)
+		}
+		for _, want := range []string{"1", "press-7"} {
+			if !strings.Contains(joined.String(), "="+want+" ") {
+				t.Errorf("headers %s lack %q", joined.String(), want)
+			}
+		}
+	}
+	check(replay(t, "--topic", "mqtt.ingress", "--server", s.http))
+
+	resp, err := http.Get(s.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte("millstream_")) {
+		t.Fatalf("/metrics has no millstream metrics:\n%.2000s", body)
+	}
+
+	s.stop(t, syscall.SIGTERM)
+	check(replay(t, "--topic", "mqtt.ingress", "--data-dir", filepath.Join(dir, "data")))
+}
+
+// 10,000 QoS 1 messages from real mosquitto_pub clients; the server is killed
+// with SIGKILL right after the last PUBACK. Every acknowledged message must be
+// in the log exactly once, in per-topic order.
+func TestKill9AfterLastPuback(t *testing.T) {
+	pub := needTool(t, "mosquitto_pub")
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "log:\n  partitions: 4\n")
+	s := startServer(t, cfg)
+
+	const topics, perTopic = 4, 2500
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, topics)
+	for i := 0; i < topics; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// -l publishes one message per stdin line; mosquitto_pub exits
+			// only after the PUBACK of its last message.
+			cmd := exec.CommandContext(ctx, pub, "-h", "127.0.0.1", "-p", s.port(), "-q", "1",
+				"-i", fmt.Sprintf("kill9-%d", i), "-t", fmt.Sprintf("line/%d/counter", i), "-l")
+			var in bytes.Buffer
+			for n := 0; n < perTopic; n++ {
+				fmt.Fprintf(&in, "%d\n", n)
+			}
+			cmd.Stdin = &in
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("mosquitto_pub topic %d: %v\n%s", i, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	s.stop(t, syscall.SIGKILL) // right after the last PUBACK
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Restart on the same data dir (recovery runs), then read everything back.
+	s2 := startServer(t, cfg)
+	recs := replay(t, "--topic", "mqtt.ingress", "--server", s2.http)
+	next := map[string]int{}
+	for _, r := range recs {
+		var n int
+		if _, err := fmt.Sscanf(string(r.Value), "%d", &n); err != nil {
+			t.Fatalf("unexpected value %q", r.Value)
+		}
+		k := string(r.Key)
+		if n != next[k] {
+			t.Fatalf("topic %s: got message %d, want %d (lost, duplicated or reordered)", k, n, next[k])
+		}
+		next[k]++
+	}
+	for i := 0; i < topics; i++ {
+		k := fmt.Sprintf("line/%d/counter", i)
+		if next[k] != perTopic {
+			t.Errorf("topic %s: %d of %d acknowledged messages in the log", k, next[k], perTopic)
+		}
+	}
+	if len(recs) != topics*perTopic {
+		t.Errorf("log holds %d records, want %d", len(recs), topics*perTopic)
+	}
+}
+
+// A bad config file is rejected at start-up with file:line and what to do.
+func TestBadConfigIsRejectedWithLine(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(p, []byte("log:\n  fsync: sometimes\n  fsyncc: 1ms\n"), 0o644)
+	out, err := exec.Command(millstreamBin(t), "run", "--config", p).CombinedOutput()
+	if err == nil {
+		t.Fatalf("server started with a bad config:\n%s", out)
+	}
+	for _, want := range []string{"bad.yaml:2", "sometimes", "bad.yaml:3", "fsyncc"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+
+	"github.com/millstream/millstream/config"
+	"github.com/millstream/millstream/node"
+)
+
+func cmdRun(args []string, stderr io.Writer) error {
+	fs := newFlagSet("run", stderr)
+	cfgFile := fs.String("config", "", "YAML configuration file (default: built-in defaults)")
+	dataDir := fs.String("data-dir", "", "directory for the log and derived state (overrides data_dir)")
+	mqttAddr := fs.String("mqtt-addr", "", "MQTT TCP listener address (overrides the first tcp listener)")
+	httpAddr := fs.String("http-addr", "", "HTTP API, UI and /metrics address (overrides http.address)")
+	logFormat := fs.String("log-format", "", "log format: text or json (overrides logging.format)")
+	logLevel := fs.String("log-level", "", "log level: debug, info, warn or error (overrides logging.level)")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+
+	cfg, err := loadConfig(*cfgFile)
+	if err != nil {
+		return err
+	}
+	if *dataDir != "" {
+		cfg.SetDataDir(*dataDir)
+	}
+	if *mqttAddr != "" {
+		if err := cfg.SetMQTTAddr(*mqttAddr); err != nil {
+			return fmt.Errorf("%w: --mqtt-addr: %v", errUsage, err)
+		}
+	}
+	if *httpAddr != "" {
+		cfg.SetHTTPAddr(*httpAddr)
+	}
+	if *logFormat != "" {
+		cfg.Logging.Format = *logFormat
+	}
+	if *logLevel != "" {
+		cfg.Logging.Level = *logLevel
+	}
+	if err := config.Validate(cfg); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+
+	logger, err := newLogger(cfg.Logging, stderr)
+	if err != nil {
+		return err
+	}
+	slog.SetDefault(logger)
+
+	n, err := node.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return err
+	}
+	<-ctx.Done()
+	logger.Info("shutting down: closing listeners and flushing the log")
+	if err := n.Close(); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	logger.Info("stopped cleanly")
+	return nil
+}
+
+// loadConfig loads the file if one is named, else the defaults; environment
+// overrides apply either way.
+func loadConfig(path string) (config.Config, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return cfg, fmt.Errorf("configuration:\n%w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(c config.Logging, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.Level)); err != nil {
+		return nil, fmt.Errorf("logging.level %q: use debug, info, warn or error", c.Level)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.Format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	default:
+		return nil, fmt.Errorf("logging.format %q: use text or json", c.Format)
+	}
+}
+
+func cmdConfig(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("config", stderr)
+	cfgFile := fs.String("config", "", "YAML configuration file to validate")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*cfgFile)
+	if err != nil {
+		return err
+	}
+	if err := config.Validate(cfg); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	out, err := config.Dump(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+func version() string {
+	if node.Version != "dev" {
+		return node.Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return node.Version
+}

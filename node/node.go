@@ -1,0 +1,206 @@
+// Package node builds Millstream's components from a configuration and runs
+// them as one process: the log first (everything depends on it), then the
+// producers and consumers of the log, then the HTTP API that observes them.
+// Shutdown runs in reverse so that nothing is acknowledged after the log has
+// been closed, and the log's Close flushes and fsyncs what was appended.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/millstream/millstream/api"
+	"github.com/millstream/millstream/broker"
+	"github.com/millstream/millstream/config"
+	mlog "github.com/millstream/millstream/log"
+	"github.com/millstream/millstream/log/embedded"
+)
+
+// Version is set by the build (-ldflags "-X .../node.Version=...").
+var Version = "dev"
+
+// Node is a running Millstream process.
+type Node struct {
+	cfg    config.Config
+	logger *slog.Logger
+
+	log    *embedded.Log
+	broker *broker.Broker
+	api    *api.Server
+
+	httpLn  net.Listener
+	httpErr chan error
+	cancel  context.CancelFunc
+	ready   atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the log and builds every component. Nothing listens yet.
+func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	n := &Node{cfg: cfg, logger: logger}
+
+	l, err := embedded.Open(filepath.Join(cfg.DataDir, "log"), LogOptions(cfg, logger))
+	if err != nil {
+		return nil, fmt.Errorf("open log in %s: %w", cfg.DataDir, err)
+	}
+	n.log = l
+	if err := n.createTopics(context.Background()); err != nil {
+		l.Close()
+		return nil, err
+	}
+
+	b, err := broker.New(cfg.MQTT, l, broker.Options{Logger: logger.With("component", "broker")})
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("mqtt broker: %w", err)
+	}
+	n.broker = b
+
+	reg := api.NewRegistry()
+	if err := l.Register(reg); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("register log metrics: %w", err)
+	}
+	if err := b.Register(reg); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("register broker metrics: %w", err)
+	}
+	n.api = api.New(api.Options{
+		Log:      l,
+		Gatherer: reg,
+		Ready:    n.readiness,
+		Logger:   logger.With("component", "api"),
+		Version:  Version,
+	})
+	return n, nil
+}
+
+// LogOptions maps the configuration onto the embedded log's options. The CLI's
+// offline commands (replay) use it too, so they open the log the same way.
+func LogOptions(cfg config.Config, logger *slog.Logger) embedded.Options {
+	return embedded.Options{
+		Fsync:         cfg.Log.Fsync,
+		FsyncInterval: time.Duration(cfg.Log.FsyncInterval),
+		FsyncBytes:    int64(cfg.Log.FsyncBytes),
+		SegmentBytes:  int64(cfg.Log.SegmentBytes),
+		SegmentAge:    time.Duration(cfg.Log.SegmentAge),
+		Defaults: mlog.TopicConfig{
+			Partitions:     cfg.Log.Partitions,
+			RetentionAge:   time.Duration(cfg.Log.RetentionAge),
+			RetentionBytes: int64(cfg.Log.RetentionBytes),
+		},
+		Logger: logger.With("component", "log"),
+	}
+}
+
+// createTopics creates the topics named in the configuration that do not exist
+// yet. Existing topics keep their partition count: changing it would move keys
+// to other partitions and break per-asset order.
+func (n *Node) createTopics(ctx context.Context) error {
+	for name, t := range n.cfg.Log.Topics {
+		tc := mlog.TopicConfig{
+			Partitions:     t.Partitions,
+			RetentionAge:   time.Duration(t.RetentionAge),
+			RetentionBytes: int64(t.RetentionBytes),
+		}
+		if tc.Partitions == 0 {
+			tc.Partitions = n.cfg.Log.Partitions
+		}
+		if tc.RetentionAge == 0 {
+			tc.RetentionAge = time.Duration(n.cfg.Log.RetentionAge)
+		}
+		if tc.RetentionBytes == 0 {
+			tc.RetentionBytes = int64(n.cfg.Log.RetentionBytes)
+		}
+		err := n.log.CreateTopic(ctx, name, tc)
+		if errors.Is(err, mlog.ErrTopicExists) {
+			info, ierr := n.log.Topic(ctx, name)
+			if ierr == nil && len(info.Partitions) != int(tc.Partitions) {
+				n.logger.Warn("topic keeps its partition count; the configured count applies only to new topics",
+					"topic", name, "partitions", len(info.Partitions), "configured", tc.Partitions)
+			}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// Start opens the listeners and returns once everything accepts connections.
+func (n *Node) Start(ctx context.Context) error {
+	ctx, n.cancel = context.WithCancel(ctx)
+	if err := n.broker.Start(ctx); err != nil {
+		return fmt.Errorf("mqtt broker: %w", err)
+	}
+	ln, err := net.Listen("tcp", n.cfg.HTTP.Address)
+	if err != nil {
+		return fmt.Errorf("http: listen on %s: %w (set http.address or --http-addr to a free address)", n.cfg.HTTP.Address, err)
+	}
+	n.httpLn = ln
+	n.httpErr = make(chan error, 1)
+	go func() { n.httpErr <- n.api.Serve(ctx, ln) }()
+
+	attrs := []any{"data_dir", n.cfg.DataDir, "http", ln.Addr().String()}
+	for name, a := range n.broker.Addrs() {
+		attrs = append(attrs, "mqtt_"+name, a.String())
+	}
+	n.logger.Info("millstream started", attrs...)
+	n.ready.Store(true)
+	return nil
+}
+
+func (n *Node) readiness() error {
+	if !n.ready.Load() {
+		return errors.New("starting")
+	}
+	return nil
+}
+
+// HTTPAddr is the bound HTTP address (useful with port 0).
+func (n *Node) HTTPAddr() net.Addr { return n.httpLn.Addr() }
+
+// MQTTAddrs are the bound MQTT listener addresses by listener name.
+func (n *Node) MQTTAddrs() map[string]net.Addr { return n.broker.Addrs() }
+
+// Log is the node's log.
+func (n *Node) Log() mlog.Log { return n.log }
+
+// Close stops accepting work, then closes the log, which flushes and fsyncs.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.ready.Store(false)
+		var errs []error
+		if n.broker != nil {
+			if err := n.broker.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("mqtt broker: %w", err))
+			}
+		}
+		if n.cancel != nil {
+			n.cancel()
+		}
+		if n.httpErr != nil {
+			if err := <-n.httpErr; err != nil {
+				errs = append(errs, fmt.Errorf("http: %w", err))
+			}
+		}
+		if err := n.log.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("log: %w", err))
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
