@@ -214,17 +214,13 @@ func TestQuickStart(t *testing.T) {
 		if string(r.Key) != "acme/plant1/press/temperature" || string(r.Value) != `{"value": 71.5}` {
 			t.Fatalf("record key/value: %q %q", r.Key, r.Value)
 		}
-		if len(r.Headers) == 0 {
-			t.Fatalf("record has no headers")
-		}
-		var joined strings.Builder
-		for _, h := range r.Headers {
-			fmt.Fprintf(&joined, "%s=%s ", h.Key, h.Value)
-		}
-		for _, want := range []string{"1", "press-7"} {
-			if !strings.Contains(joined.String(), "="+want+" ") {
-				t.Errorf("headers %s lack %q", joined.String(), want)
+		for k, want := range map[string]string{"mqtt.qos": "1", "mqtt.client_id": "press-7", "mqtt.retain": "false"} {
+			if got := header(r, k); got != want {
+				t.Errorf("header %s = %q, want %q (headers %v)", k, got, want, r.Headers)
 			}
+		}
+		if at, err := time.Parse(time.RFC3339Nano, header(r, "mqtt.received_at")); err != nil || at.Sub(r.Timestamp).Abs() > time.Millisecond {
+			t.Errorf("header mqtt.received_at = %q (%v), record timestamp %v", header(r, "mqtt.received_at"), err, r.Timestamp)
 		}
 	}
 	check(replay(t, "--topic", "mqtt.ingress", "--server", s.http))
