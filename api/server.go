@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -118,6 +119,14 @@ func New(o Options) *Server {
 		// A failing collector should cost its own series, not the scrape.
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
+	// Go's profiler, as Prometheus and VictoriaMetrics expose it: how an
+	// operator finds where CPU and memory go on a live plant server
+	// (e.g. go tool pprof http://127.0.0.1:8080/debug/pprof/profile?seconds=10).
+	s.route("GET /debug/pprof/", http.HandlerFunc(pprof.Index))
+	s.route("GET /debug/pprof/cmdline", http.HandlerFunc(pprof.Cmdline))
+	s.route("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
+	s.route("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
+	s.route("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	s.route("GET /api/v1/topics", http.HandlerFunc(s.listTopics))
 	s.route("GET /api/v1/topics/{topic}", http.HandlerFunc(s.getTopic))
 	s.route("GET /api/v1/topics/{topic}/records", http.HandlerFunc(s.records))

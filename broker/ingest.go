@@ -216,18 +216,22 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 		h.b.log.Produce(h.b.ctx, &ir.rec, ir.done)
 		return pk, nil
 	}
+	// Once enqueued, ir belongs to the acker (which recycles QoS 1/0
+	// records): keep what is needed here in locals.
+	var turn chan struct{}
 	if pk.FixedHeader.Qos == 2 {
-		ir.turn = make(chan struct{})
+		turn = make(chan struct{})
+		ir.turn = turn
 	}
 	if err := a.enqueue(ir, pk); err != nil {
 		h.put(ir)
 		h.fail(cl, pk, err)
 		return pk, packets.ErrRejectPacket
 	}
-	if ir.turn == nil {
+	if turn == nil {
 		return pk, packets.ErrRejectPacket // the acker acknowledges and fans out
 	}
-	<-ir.turn
+	<-turn
 	if err := ir.err; err != nil {
 		h.fail(cl, pk, err)
 		return pk, packets.ErrRejectPacket // the failed record may still be referenced by the log
@@ -335,33 +339,57 @@ func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
 	}
 }
 
-// drain hands finished appends back to mochi, oldest first, and stops at the
-// first one still in flight (its promise starts the next drain).
+// drain hands finished appends back, oldest first, and stops at the first
+// one still in flight (its promise starts the next drain). Each run of
+// finished appends is acknowledged with the connection corked, so the run's
+// PUBACKs leave in one write.
 func (a *acker) drain() {
 	h := a.h
+	cc, _ := a.cl.Net.Conn.(*corkConn)
+	var run []*ingressRecord
 	for {
 		a.mu.Lock()
-		if len(a.q) == 0 || !a.q[0].finished {
+		run = run[:0]
+		for _, ir := range a.q {
+			if !ir.finished || len(run) == maxRun {
+				break
+			}
+			run = append(run, ir)
+		}
+		if len(run) == 0 {
 			a.draining = false
 			a.mu.Unlock()
 			return
 		}
-		ir := a.q[0]
 		a.mu.Unlock()
 
-		a.handBack(ir)
+		if cc != nil {
+			cc.cork()
+		}
+		for _, ir := range run {
+			a.handBack(ir)
+		}
+		if cc != nil {
+			cc.uncork()
+		}
 
 		a.mu.Lock()
-		a.q[0] = nil
-		a.q = a.q[1:]
+		clear(a.q[:len(run)])
+		a.q = a.q[len(run):]
 		if len(a.q) == 0 {
 			a.q = a.q[:0:0] // let the backing array go; a busy client soon grows a new one
 		}
 		a.mu.Unlock()
-		<-a.slots
-		h.pending.Done()
+		for range run {
+			<-a.slots
+			h.pending.Done()
+		}
 	}
 }
+
+// maxRun bounds how many acknowledgements one corked write gathers, so the
+// first of a long run does not wait for the last.
+const maxRun = 256
 
 func (a *acker) handBack(ir *ingressRecord) {
 	h, cl, pk := a.h, a.cl, ir.pk

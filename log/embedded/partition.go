@@ -307,7 +307,7 @@ func (p *partition) roll() error {
 
 func (p *partition) fsync(s *segment) error {
 	t0 := time.Now()
-	err := s.f.Sync()
+	err := datasync(s.f)
 	p.l.m.fsyncSeconds.Observe(time.Since(t0).Seconds())
 	p.unsynced = 0
 	if err != nil {
