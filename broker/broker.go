@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,7 +178,7 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 	if lim.MaxConnections > 0 {
 		b.access.maxConns = lim.MaxConnections
 	}
-	b.ingest = &ingestHook{b: b, topic: cfg.IngressTopic, fanout: b.srv.NewClient(nil, mqtt.LocalListener, "millstream-fanout", true)}
+	b.ingest = &ingestHook{b: b, topic: cfg.IngressTopic, fanout: b.srv.NewClient(nil, mqtt.LocalListener, "millstream-fanout", true), idle: make(chan *acker)}
 	b.state = newStateHook(b, opts.StateTopic, opts.StateCompactRecords)
 	for _, h := range []mqtt.Hook{b.access, b.ingest, b.state} {
 		if err := b.srv.AddHook(h, nil); err != nil {
@@ -289,6 +290,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("start MQTT broker: %w", err)
 	}
 	b.state.startCompactor()
+	b.ingest.startWorkers(2 * runtime.GOMAXPROCS(0))
 
 	b.addrs = map[string]net.Addr{}
 	for _, bl := range b.listeners {

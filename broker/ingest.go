@@ -79,6 +79,7 @@ type ingestHook struct {
 	ackers  sync.Map       // *mqtt.Client -> *acker
 	fanout  *mqtt.Client   // inline client through which queued messages are fanned out
 	pending sync.WaitGroup // appends not yet reported (and, for queued ones, handed back)
+	idle    chan *acker    // unbuffered: idle drain workers receive here
 	dropLog rateLimit
 	failLog rateLimit
 }
@@ -335,7 +336,36 @@ func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
 	}
 	a.mu.Unlock()
 	if start {
+		a.h.runDrain(a)
+	}
+}
+
+// runDrain runs a.drain on an idle worker, or on a new goroutine when all
+// are busy (one slow client must not hold up the others). Workers keep
+// their grown stacks: a new goroutine per drain spent a measurable share of
+// the broker's CPU growing its stack to the depth of mochi's fan-out.
+func (h *ingestHook) runDrain(a *acker) {
+	select {
+	case h.idle <- a:
+	default:
 		go a.drain()
+	}
+}
+
+// startWorkers starts n drain workers; they stop when the broker's context
+// is cancelled, after Close has waited for pending appends.
+func (h *ingestHook) startWorkers(n int) {
+	for range n {
+		go func() {
+			for {
+				select {
+				case a := <-h.idle:
+					a.drain()
+				case <-h.b.ctx.Done():
+					return
+				}
+			}
+		}()
 	}
 }
 
