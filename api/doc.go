@@ -14,6 +14,7 @@
 //	GET /healthz                          {"status":"ok","version":"..."}; the process is up
 //	GET /readyz                           {"status":"ready"}, or 503 while Options.Ready fails
 //	GET /metrics                          Prometheus text format
+//	GET /debug/pprof/...                  Go profiler (net/http/pprof): CPU, heap, goroutines, trace
 //	GET /api/v1/topics                    {"topics":[<topic>...]}
 //	GET /api/v1/topics/{topic}            <topic>
 //	GET /api/v1/topics/{topic}/records    replay, see below

@@ -35,7 +35,7 @@ persistence_location $work/mosq/
 max_queued_messages 100000
 CONF
 "$mosq" -c "$work/mosquitto.conf" 2>"$work/mosquitto.log" &
-pids+=("$!")
+mq_pid=$!; pids+=("$mq_pid")
 for i in $(seq 50); do
   (exec 3<>/dev/tcp/127.0.0.1/$ms_port) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/$mq_port) 2>/dev/null && break
   sleep 0.1
@@ -46,9 +46,23 @@ rss=$(awk '/VmRSS/ {print $2}' /proc/$ms_pid/status)
 echo "{\"scenario\":\"idle_rss\",\"target\":\"millstream\",\"rss_kib\":$rss}"
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), mosquitto $("$mosq" -h 2>&1 | head -1 | awk '{print $3}')" >&2
+# CPU time (user+system) the broker process used during one bench invocation
+# (peak and half phases): the cost per message, independent of how much of
+# the machine the load generator takes.
+ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+run() { # target port pid qos publishers
+  local t0 t1 out
+  t0=$(ticks "$3")
+  out=$(./bin/millstream bench ingest --broker "tcp://127.0.0.1:$2" --target "$1" --qos "$4" --publishers "$5" --duration "$dur")
+  t1=$(ticks "$3")
+  echo "$out"
+  echo "$out" | awk -v t="$1" -v q="$4" -v p="$5" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
+    match($0, /"published":[0-9]+/) { n += substr($0, RSTART + 12, RLENGTH - 12) }
+    END { printf "{\"scenario\":\"broker_cpu\",\"target\":\"%s\",\"qos\":%d,\"publishers\":%d,\"cpu_seconds\":%.2f,\"messages\":%d,\"cpu_us_per_message\":%.1f}\n", t, q, p, ticks / hz, n, ticks / hz * 1e6 / n }'
+}
 for qos in 0 1; do
   for p in "${pubs[@]}"; do
-    ./bin/millstream bench ingest --broker tcp://127.0.0.1:$ms_port --target millstream --qos $qos --publishers "$p" --duration "$dur"
-    ./bin/millstream bench ingest --broker tcp://127.0.0.1:$mq_port --target mosquitto --qos $qos --publishers "$p" --duration "$dur"
+    run millstream $ms_port "$ms_pid" "$qos" "$p"
+    run mosquitto $mq_port "$mq_pid" "$qos" "$p"
   done
 done
