@@ -262,3 +262,79 @@ func TestPipelinedFanOutKeepsPublisherOrder(t *testing.T) {
 		t.Errorf("publishes_appended_total = %v, want %d", v, n)
 	}
 }
+
+// TestPublisherGoneBeforeAcks sends a burst of QoS 1 messages and closes the
+// connection at once, before any PUBACK can arrive. Whatever the broker read
+// before it noticed is appended and still reaches subscribers (it is durable,
+// and QoS 1 is at least once; what it did not read was never its
+// responsibility), and the broker stays healthy and closes cleanly.
+func TestPublisherGoneBeforeAcks(t *testing.T) {
+	l := openPartitionedLog(t, 4)
+	b := startBroker(t, testConfig(), l, Options{})
+
+	sub := rawConnect(t, b.addr("tcp"), "gone-sub")
+	subscribe := append(binary.BigEndian.AppendUint16(nil, 1), mqttString("gone/#")...)
+	if _, err := sub.Write(mqttPacket(0x82, append(subscribe, 1))); err != nil {
+		t.Fatal(err)
+	}
+	subR := bufio.NewReader(sub)
+	if typ, _, err := readPacket(subR); err != nil || typ>>4 != 9 {
+		t.Fatalf("SUBACK: type %x, %v", typ, err)
+	}
+
+	const n = 300
+	pub := rawConnect(t, b.addr("tcp"), "gone-pub")
+	var burst []byte
+	for i := 1; i <= n; i++ {
+		body := mqttString(fmt.Sprintf("gone/t%d", i%5))
+		body = binary.BigEndian.AppendUint16(body, uint16(i))
+		burst = append(burst, mqttPacket(0x32, append(body, strconv.Itoa(i)...))...)
+	}
+	if _, err := pub.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	pub.Close()
+	b.waitMetric(t, "millstream_mqtt_connections", map[string]string{"listener": "tcp"}, 1)
+
+	inLog := func() int {
+		info, err := l.Topic(context.Background(), "mqtt.ingress")
+		if err != nil {
+			t.Fatal(err)
+		}
+		total := 0
+		for _, p := range info.Partitions {
+			total += int(p.End - p.Start)
+		}
+		return total
+	}
+	seen := map[int]bool{}
+	for {
+		appended := int(b.metric(t, "millstream_mqtt_publishes_appended_total", nil))
+		if appended > 0 && len(seen) == appended && inLog() == appended {
+			break
+		}
+		typ, body, err := readPacket(subR)
+		if err != nil {
+			t.Fatalf("subscriber got %d messages, %d appended, %d in the log: %v", len(seen), appended, inLog(), err)
+		}
+		if typ>>4 != 3 {
+			continue
+		}
+		tl := int(binary.BigEndian.Uint16(body))
+		rest := body[2+tl:]
+		if (typ>>1)&3 > 0 {
+			if _, err := sub.Write(mqttPacket(0x40, rest[:2])); err != nil {
+				t.Fatal(err)
+			}
+			rest = rest[2:]
+		}
+		i, _ := strconv.Atoi(string(rest))
+		if seen[i] {
+			t.Errorf("message %d delivered twice", i)
+		}
+		seen[i] = true
+	}
+	if err := b.Close(); err != nil {
+		t.Fatalf("Close after the publisher left mid-flight: %v", err)
+	}
+}
