@@ -338,3 +338,63 @@ func TestPublisherGoneBeforeAcks(t *testing.T) {
 		t.Fatalf("Close after the publisher left mid-flight: %v", err)
 	}
 }
+
+// TestQoS2AmongPipelinedQoS1 mixes QoS 2 and QoS 1 publishes without waiting
+// for acknowledgements: QoS 2 takes its turn behind the QoS 1 appends in
+// flight, every message is appended once and every token completes.
+func TestQoS2AmongPipelinedQoS1(t *testing.T) {
+	l := openPartitionedLog(t, 4)
+	b := startBroker(t, testConfig(), l, Options{})
+	pub := mustPaho(t, "tcp://"+b.addr("tcp"), "mixed-pub", func(o *paho.ClientOptions) { o.SetOrderMatters(false) })
+
+	const n = 400
+	var toks []paho.Token
+	for i := 0; i < n; i++ {
+		qos := byte(1)
+		if i%3 == 0 {
+			qos = 2
+		}
+		toks = append(toks, pub.Publish(fmt.Sprintf("mixed/t%d", i%4), qos, false, strconv.Itoa(i)))
+	}
+	for i, tk := range toks {
+		if !tk.WaitTimeout(testTimeout) || tk.Error() != nil {
+			t.Fatalf("publish %d (QoS %d): %v", i, 1+btoi(i%3 == 0), tk.Error())
+		}
+	}
+	info, err := l.Topic(context.Background(), "mqtt.ingress")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	last := map[string]int{}
+	for _, p := range info.Partitions {
+		recs, err := l.Fetch(context.Background(), "mqtt.ingress", p.Partition, 0, log.FetchOptions{MaxRecords: n})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			i, _ := strconv.Atoi(string(r.Value))
+			if seen[i] {
+				t.Errorf("message %d appended twice", i)
+			}
+			seen[i] = true
+			if prev, ok := last[string(r.Key)]; ok && i <= prev {
+				t.Errorf("topic %s: message %d appended after %d", r.Key, i, prev)
+			}
+			last[string(r.Key)] = i
+			if want := strconv.Itoa(1 + btoi(i%3 == 0)); header(r, HeaderQoS) != want {
+				t.Errorf("message %d: mqtt.qos %s, want %s", i, header(r, HeaderQoS), want)
+			}
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("log holds %d of %d messages", len(seen), n)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
