@@ -397,8 +397,9 @@ func properties(ps *pb.Payload_PropertySet, depth int) ([]Property, error) {
 
 // SetMetricValue stores v in m as the given datatype, the inverse of MetricValue.
 // The null Value sets is_null and clears the value. Integer values convert between
-// Int and Uint kinds when in range, and integers convert to Float and Double. It
-// does not set m.Datatype; set it when the message needs it (births, commands).
+// Int and Uint kinds when in range, and integers convert to Float and Double;
+// Float rounds to float32 and DateTime keeps millisecond precision. It does not
+// set m.Datatype; set it when the message needs it (births, commands).
 func SetMetricValue(m *pb.Payload_Metric, datatype DataType, v Value) error {
 	if v.Kind == KindNull {
 		m.IsNull = proto.Bool(true)
