@@ -1,0 +1,312 @@
+package uns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/millstream/millstream/log"
+)
+
+// Header names on uns.points and uns.deadletter records.
+const (
+	// HeaderSource is "<partition>:<offset>:<index>": the source record a
+	// point came from and its index among that record's points. A restart
+	// uses it to skip points already written (see Normalizer).
+	HeaderSource = "uns.src"
+	// HeaderContentType is "application/json" on uns.points records.
+	HeaderContentType = "content-type"
+	// HeaderReason, on dead letters, says why the record was not understood.
+	HeaderReason = "deadletter.reason"
+	// HeaderOrigin, on dead letters, is "<topic>/<partition>/<offset>" of
+	// the original record.
+	HeaderOrigin = "deadletter.origin"
+)
+
+// NormalizerGroup is the consumer group name of the normaliser.
+const NormalizerGroup = "uns-normaliser"
+
+// sparkplugPrefix starts every Sparkplug B topic; those records are the
+// Sparkplug host application's, not plain payloads.
+const sparkplugPrefix = "spBv1.0/"
+
+// NormalizerOptions configures a Normalizer. Zero values take the defaults.
+type NormalizerOptions struct {
+	// Source is the topic read: mqtt.ingress unless set.
+	Source string
+	Logger *slog.Logger
+	// Partitions of uns.points and uns.deadletter when they are created;
+	// 0 means the log's default.
+	Partitions int32
+}
+
+// Normalizer is the log consumer that turns plain MQTT messages of the
+// ingress topic into points on uns.points; what it cannot read goes to
+// uns.deadletter with the reason, and never stops the stream.
+//
+// Each batch is written, waited for until durable, and only then committed.
+// A crash between the write and the commit would write the batch again on
+// restart; to prevent that, every point carries its source position
+// (HeaderSource), and after committing the source offsets the normaliser
+// also commits, under its group, the end offsets uns.points had at that
+// moment (a bookmark). On start it reads uns.points from the bookmark to the
+// end and skips re-normalised points it finds there. Commit order (source
+// first, then bookmark) keeps this exact across a crash between the two.
+type Normalizer struct {
+	l    log.Log
+	opts NormalizerOptions
+	log  *slog.Logger
+	m    normalizerMetrics
+
+	// beforeCommit, when set (tests), runs after a batch is durable and
+	// before it is committed; an error stops Run as a crash would.
+	beforeCommit func() error
+}
+
+type normalizerMetrics struct {
+	records, points, deadletters, sparkplug, skipped atomic.Uint64
+}
+
+// NewNormalizer builds a normaliser over l; Run starts it.
+func NewNormalizer(l log.Log, opts NormalizerOptions) *Normalizer {
+	if opts.Source == "" {
+		opts.Source = "mqtt.ingress"
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &Normalizer{l: l, opts: opts, log: opts.Logger}
+}
+
+// Run consumes until ctx is done (then it returns nil) or the log fails.
+func (n *Normalizer) Run(ctx context.Context) error {
+	for _, t := range []string{PointsTopic, DeadLetterTopic} {
+		err := n.l.CreateTopic(ctx, t, log.TopicConfig{Partitions: n.opts.Partitions})
+		if err != nil && !errors.Is(err, log.ErrTopicExists) {
+			return fmt.Errorf("uns normaliser: create %s: %w", t, err)
+		}
+	}
+	if err := n.l.CreateTopic(ctx, n.opts.Source, log.TopicConfig{}); err != nil && !errors.Is(err, log.ErrTopicExists) {
+		return fmt.Errorf("uns normaliser: create %s: %w", n.opts.Source, err)
+	}
+	done, err := n.alreadyWritten(ctx)
+	if err != nil {
+		return err
+	}
+	if len(done) > 0 {
+		n.log.Info("uns normaliser: resuming after an interrupted batch; skipping points already written", "points", len(done))
+	}
+	c, err := log.NewConsumer(n.l, NormalizerGroup, n.opts.Source, log.ConsumerOptions{})
+	if err != nil {
+		return fmt.Errorf("uns normaliser: %w", err)
+	}
+	defer c.Close()
+
+	// The highest source offset per partition among the points to skip:
+	// once the consumer is past all of them, none can come again.
+	pending := map[int32]int64{}
+	for src := range done {
+		var p int32
+		var o int64
+		if _, err := fmt.Sscanf(src, "%d:%d:", &p, &o); err == nil && o >= pending[p] {
+			pending[p] = o
+		}
+	}
+	seen := map[int32]int64{}
+
+	var pts []Point
+	var buf []byte
+	for {
+		recs, err := c.Poll(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("uns normaliser: %w", err)
+		}
+		b := &batch{}
+		for i := range recs {
+			r := &recs[i]
+			n.m.records.Add(1)
+			seen[r.Partition] = r.Offset
+			topic := string(r.Key)
+			if strings.HasPrefix(topic, sparkplugPrefix) {
+				n.m.sparkplug.Add(1) // the Sparkplug host application's
+				continue
+			}
+			pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
+			if err != nil {
+				n.deadLetter(ctx, b, r, err)
+				continue
+			}
+			for j := range pts {
+				src := strconv.Itoa(int(r.Partition)) + ":" + strconv.FormatInt(r.Offset, 10) + ":" + strconv.Itoa(j)
+				if done[src] {
+					delete(done, src)
+					n.m.skipped.Add(1)
+					continue
+				}
+				p := &pts[j]
+				buf = AppendPointJSON(buf[:0], p)
+				key := p.Asset()
+				if key == "" {
+					key = p.Path
+				}
+				b.produce(ctx, n.l, &log.Record{
+					Topic:     PointsTopic,
+					Timestamp: p.Time,
+					Key:       []byte(key),
+					Value:     append([]byte(nil), buf...),
+					Headers: []log.Header{
+						{Key: HeaderSource, Value: []byte(src)},
+						{Key: HeaderContentType, Value: []byte("application/json")},
+					},
+				})
+				n.m.points.Add(1)
+			}
+		}
+		if err := b.wait(); err != nil {
+			return fmt.Errorf("uns normaliser: write: %w", err)
+		}
+		if n.beforeCommit != nil {
+			if err := n.beforeCommit(); err != nil {
+				return err
+			}
+		}
+		if err := c.Commit(ctx); err != nil {
+			return fmt.Errorf("uns normaliser: %w", err)
+		}
+		// While points of the interrupted batch are still ahead, the
+		// bookmark stays before them, so that another stop finds them.
+		if len(done) > 0 && passed(seen, pending) {
+			clear(done) // not produced again (e.g. deleted by retention)
+		}
+		if len(done) == 0 {
+			if err := n.bookmark(ctx); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// passed reports whether the consumer has read past every pending offset.
+func passed(seen, pending map[int32]int64) bool {
+	for p, o := range pending {
+		if s, ok := seen[p]; !ok || s < o {
+			return false
+		}
+	}
+	return true
+}
+
+// batch collects the appends of one poll and waits for all of them.
+type batch struct {
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	errs []error
+}
+
+func (b *batch) produce(ctx context.Context, l log.Log, r *log.Record) {
+	b.wg.Add(1)
+	l.Produce(ctx, r, func(_ *log.Record, err error) {
+		if err != nil {
+			b.mu.Lock()
+			b.errs = append(b.errs, err)
+			b.mu.Unlock()
+		}
+		b.wg.Done()
+	})
+}
+
+func (b *batch) wait() error {
+	b.wg.Wait()
+	return errors.Join(b.errs...)
+}
+
+func (n *Normalizer) deadLetter(ctx context.Context, b *batch, r *log.Record, reason error) {
+	n.m.deadletters.Add(1)
+	hs := append([]log.Header{
+		{Key: HeaderReason, Value: []byte(reason.Error())},
+		{Key: HeaderOrigin, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))},
+	}, r.Headers...)
+	b.produce(ctx, n.l, &log.Record{Topic: DeadLetterTopic, Timestamp: r.Timestamp, Key: r.Key, Value: r.Value, Headers: hs})
+}
+
+// bookmark commits the current end offsets of uns.points under the
+// normaliser's group.
+func (n *Normalizer) bookmark(ctx context.Context) error {
+	info, err := n.l.Topic(ctx, PointsTopic)
+	if err != nil {
+		return fmt.Errorf("uns normaliser: bookmark: %w", err)
+	}
+	for _, p := range info.Partitions {
+		if err := n.l.CommitOffset(ctx, NormalizerGroup, PointsTopic, p.Partition, p.End); err != nil {
+			return fmt.Errorf("uns normaliser: bookmark: %w", err)
+		}
+	}
+	return nil
+}
+
+// alreadyWritten reads uns.points after the bookmark: the points of a batch
+// that was written but not committed before the last stop.
+func (n *Normalizer) alreadyWritten(ctx context.Context) (map[string]bool, error) {
+	info, err := n.l.Topic(ctx, PointsTopic)
+	if err != nil {
+		return nil, fmt.Errorf("uns normaliser: %w", err)
+	}
+	done := map[string]bool{}
+	for _, p := range info.Partitions {
+		off, ok, err := n.l.CommittedOffset(ctx, NormalizerGroup, PointsTopic, p.Partition)
+		if err != nil {
+			return nil, fmt.Errorf("uns normaliser: %w", err)
+		}
+		if !ok {
+			off = p.Start
+		}
+		for off < p.End {
+			recs, err := n.l.Fetch(ctx, PointsTopic, p.Partition, max(off, p.Start), log.FetchOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("uns normaliser: read %s/%d: %w", PointsTopic, p.Partition, err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				if v, ok := r.HeaderValue(HeaderSource); ok {
+					done[string(v)] = true
+				}
+				off = r.Offset + 1
+			}
+		}
+	}
+	return done, nil
+}
+
+// Describe and Collect make the normaliser a prometheus.Collector.
+func (n *Normalizer) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range normalizerDescs {
+		ch <- d
+	}
+}
+
+var normalizerDescs = [...]*prometheus.Desc{
+	prometheus.NewDesc("millstream_uns_source_records_total", "Records of the ingress topic read by the normaliser.", nil, nil),
+	prometheus.NewDesc("millstream_uns_points_total", "Points written to uns.points.", nil, nil),
+	prometheus.NewDesc("millstream_uns_deadletters_total", "Source records written to uns.deadletter because they could not be normalised.", nil, nil),
+	prometheus.NewDesc("millstream_uns_sparkplug_records_total", "Sparkplug B records left to the Sparkplug host application.", nil, nil),
+	prometheus.NewDesc("millstream_uns_skipped_points_total", "Points not written again after a restart because the interrupted batch had written them.", nil, nil),
+}
+
+// Collect implements prometheus.Collector.
+func (n *Normalizer) Collect(ch chan<- prometheus.Metric) {
+	for i, v := range []uint64{n.m.records.Load(), n.m.points.Load(), n.m.deadletters.Load(), n.m.sparkplug.Load(), n.m.skipped.Load()} {
+		ch <- prometheus.MustNewConstMetric(normalizerDescs[i], prometheus.CounterValue, float64(v))
+	}
+}
