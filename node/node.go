@@ -21,6 +21,7 @@ import (
 	"github.com/millstream/millstream/config"
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
+	"github.com/millstream/millstream/uns"
 )
 
 // Version is set by the build (-ldflags "-X .../node.Version=...").
@@ -33,10 +34,12 @@ type Node struct {
 
 	log    *embedded.Log
 	broker *broker.Broker
+	norm   *uns.Normalizer
 	api    *api.Server
 
 	httpLn  net.Listener
 	httpErr chan error
+	normErr chan error
 	cancel  context.CancelFunc
 	ready   atomic.Bool
 
@@ -68,6 +71,11 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.broker = b
 
+	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
+		Source: cfg.MQTT.IngressTopic,
+		Logger: logger.With("component", "uns"),
+	})
+
 	reg := api.NewRegistry()
 	if err := l.Register(reg); err != nil {
 		l.Close()
@@ -76,6 +84,10 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	if err := b.Register(reg); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("register broker metrics: %w", err)
+	}
+	if err := reg.Register(n.norm); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("register namespace metrics: %w", err)
 	}
 	n.api = api.New(api.Options{
 		Log:      l,
@@ -150,6 +162,18 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("http: listen on %s: %w (set http.address or --http-addr to a free address)", n.cfg.HTTP.Address, err)
 	}
+	// The normaliser follows the ingress topic from its committed offset;
+	// if it fails (the log refuses writes), ingest goes on and the error is
+	// logged: it resumes where it stopped at the next start.
+	n.normErr = make(chan error, 1)
+	go func() {
+		err := n.norm.Run(ctx)
+		if err != nil {
+			n.logger.Error("namespace normaliser stopped; MQTT ingest continues, normalisation resumes from its committed offset at the next start", "error", err)
+		}
+		n.normErr <- err
+	}()
+
 	n.httpLn = ln
 	n.httpErr = make(chan error, 1)
 	go func() { n.httpErr <- n.api.Serve(ctx, ln) }()
@@ -196,6 +220,9 @@ func (n *Node) Close() error {
 			if err := <-n.httpErr; err != nil {
 				errs = append(errs, fmt.Errorf("http: %w", err))
 			}
+		}
+		if n.normErr != nil {
+			<-n.normErr // logged where it happened
 		}
 		if err := n.log.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("log: %w", err))
