@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -45,6 +46,11 @@ type NormalizerOptions struct {
 	// Partitions of uns.points and uns.deadletter when they are created;
 	// 0 means the log's default.
 	Partitions int32
+	// Tree, when set, is kept up to date with every point written. At start
+	// it is filled from the points of the last TreeWindow (default 24 h) in
+	// uns.points, so that tags that rarely change show their last value.
+	Tree       *Tree
+	TreeWindow time.Duration
 }
 
 // Normalizer is the log consumer that turns plain MQTT messages of the
@@ -82,6 +88,9 @@ func NewNormalizer(l log.Log, opts NormalizerOptions) *Normalizer {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.TreeWindow <= 0 {
+		opts.TreeWindow = 24 * time.Hour
+	}
 	return &Normalizer{l: l, opts: opts, log: opts.Logger}
 }
 
@@ -95,6 +104,11 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	}
 	if err := n.l.CreateTopic(ctx, n.opts.Source, log.TopicConfig{}); err != nil && !errors.Is(err, log.ErrTopicExists) {
 		return fmt.Errorf("uns normaliser: create %s: %w", n.opts.Source, err)
+	}
+	if n.opts.Tree != nil {
+		if err := n.fillTree(ctx); err != nil {
+			return err
+		}
 	}
 	done, err := n.alreadyWritten(ctx)
 	if err != nil {
@@ -121,7 +135,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	}
 	seen := map[int32]int64{}
 
-	var pts []Point
+	var pts, written []Point
 	var buf []byte
 	for {
 		recs, err := c.Poll(ctx)
@@ -132,6 +146,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			return fmt.Errorf("uns normaliser: %w", err)
 		}
 		b := &batch{}
+		written = written[:0]
 		for i := range recs {
 			r := &recs[i]
 			n.m.records.Add(1)
@@ -148,12 +163,15 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 			for j := range pts {
 				src := strconv.Itoa(int(r.Partition)) + ":" + strconv.FormatInt(r.Offset, 10) + ":" + strconv.Itoa(j)
+				p := &pts[j]
+				if n.opts.Tree != nil {
+					written = append(written, *p)
+				}
 				if done[src] {
 					delete(done, src)
 					n.m.skipped.Add(1)
 					continue
 				}
-				p := &pts[j]
 				buf = AppendPointJSON(buf[:0], p)
 				key := p.Asset()
 				if key == "" {
@@ -175,6 +193,9 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		if err := b.wait(); err != nil {
 			return fmt.Errorf("uns normaliser: write: %w", err)
 		}
+		for _, p := range written {
+			n.opts.Tree.Update(p)
+		}
 		if n.beforeCommit != nil {
 			if err := n.beforeCommit(); err != nil {
 				return err
@@ -194,6 +215,48 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// fillTree loads the recent points of uns.points into the tree, reporting
+// progress when it takes a while.
+func (n *Normalizer) fillTree(ctx context.Context) error {
+	info, err := n.l.Topic(ctx, PointsTopic)
+	if err != nil {
+		return fmt.Errorf("uns normaliser: %w", err)
+	}
+	began := time.Now()
+	last := began
+	loaded := 0
+	for _, p := range info.Partitions {
+		off, err := n.l.OffsetForTime(ctx, PointsTopic, p.Partition, began.Add(-n.opts.TreeWindow))
+		if err != nil {
+			return fmt.Errorf("uns normaliser: namespace tree: %w", err)
+		}
+		for off < p.End {
+			recs, err := n.l.Fetch(ctx, PointsTopic, p.Partition, max(off, p.Start), log.FetchOptions{})
+			if err != nil {
+				return fmt.Errorf("uns normaliser: namespace tree: read %s/%d: %w", PointsTopic, p.Partition, err)
+			}
+			if len(recs) == 0 {
+				break
+			}
+			for _, r := range recs {
+				if pt, err := ParsePointJSON(r.Value); err == nil {
+					n.opts.Tree.Update(pt)
+					loaded++
+				}
+				off = r.Offset + 1
+			}
+			if time.Since(last) > 2*time.Second {
+				last = time.Now()
+				n.log.Info("loading the namespace tree from uns.points", "partition", p.Partition, "offset", off, "end", p.End, "points", loaded)
+			}
+		}
+	}
+	if loaded > 0 {
+		n.log.Info("namespace tree loaded", "points", loaded, "tags", n.opts.Tree.Len(), "window", n.opts.TreeWindow, "took", time.Since(began).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // passed reports whether the consumer has read past every pending offset.

@@ -98,8 +98,19 @@ func TestNormalizerWritesPointsAndDeadLetters(t *testing.T) {
 	ingest(t, l, "acme/p1/press7/bad", `{"value": [1, 2]}`)
 	ingest(t, l, "spBv1.0/plant/NDATA/node1", "\x08\x01")
 
-	n := NewNormalizer(l, NormalizerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	tree := NewTree()
+	n := NewNormalizer(l, NormalizerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tree: tree})
 	runUntil(t, l, n, 3)
+	if v, ok := tree.Browse("acme/p1/press7"); !ok || len(v.Children) != 3 {
+		t.Errorf("namespace tree at acme/p1/press7: %+v", v)
+	}
+	// A new normaliser (a restart) loads the tree from uns.points.
+	tree2 := NewTree()
+	n2 := NewNormalizer(l, NormalizerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Tree: tree2, TreeWindow: 100 * 365 * 24 * time.Hour}) // points carry a fixed 2026 time
+	runUntil(t, l, n2, 3)
+	if tree2.Len() != 3 {
+		t.Errorf("tree loaded at start has %d tags, want 3", tree2.Len())
+	}
 
 	got := map[string]Point{}
 	for _, r := range readAll(t, l, PointsTopic) {
