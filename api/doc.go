@@ -18,6 +18,7 @@
 //	GET /api/v1/topics                    {"topics":[<topic>...]}
 //	GET /api/v1/topics/{topic}            <topic>
 //	GET /api/v1/topics/{topic}/records    replay, see below
+//	GET /api/v1/uns?path=                 the live namespace: latest point at path and its children
 //
 // A <topic> is
 //

@@ -46,6 +46,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported by GET /healthz.
 	Version string
+	// Namespace is browsed by GET /api/v1/uns; nil answers 404 there.
+	Namespace Namespace
 }
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
@@ -54,6 +56,7 @@ type Server struct {
 	ready   func() error
 	logger  *slog.Logger
 	version string
+	ns      Namespace
 
 	mux      *http.ServeMux
 	metrics  *httpMetrics
@@ -84,6 +87,7 @@ func New(o Options) *Server {
 		ready:   o.Ready,
 		logger:  o.Logger,
 		version: o.Version,
+		ns:      o.Namespace,
 		mux:     http.NewServeMux(),
 	}
 	if s.logger == nil {
@@ -127,6 +131,7 @@ func New(o Options) *Server {
 	s.route("GET /debug/pprof/profile", http.HandlerFunc(pprof.Profile))
 	s.route("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	s.route("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
+	s.route("GET /api/v1/uns", http.HandlerFunc(s.browseUNS))
 	s.route("GET /api/v1/topics", http.HandlerFunc(s.listTopics))
 	s.route("GET /api/v1/topics/{topic}", http.HandlerFunc(s.getTopic))
 	s.route("GET /api/v1/topics/{topic}/records", http.HandlerFunc(s.records))

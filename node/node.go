@@ -71,9 +71,11 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.broker = b
 
+	tree := uns.NewTree()
 	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
 		Source: cfg.MQTT.IngressTopic,
 		Logger: logger.With("component", "uns"),
+		Tree:   tree,
 	})
 
 	reg := api.NewRegistry()
@@ -90,11 +92,12 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("register namespace metrics: %w", err)
 	}
 	n.api = api.New(api.Options{
-		Log:      l,
-		Gatherer: reg,
-		Ready:    n.readiness,
-		Logger:   logger.With("component", "api"),
-		Version:  Version,
+		Log:       l,
+		Gatherer:  reg,
+		Ready:     n.readiness,
+		Logger:    logger.With("component", "api"),
+		Version:   Version,
+		Namespace: tree,
 	})
 	return n, nil
 }

@@ -398,6 +398,27 @@ func TestPlainJSONBecomesPoints(t *testing.T) {
 	if len(want) != 0 {
 		t.Fatalf("points missing: %v (got %d records)", want, len(recs))
 	}
+	// The live namespace is updated once the batch is durable, right after
+	// the points become readable: poll briefly.
+	var view struct {
+		Children []struct {
+			Path  string `json:"path"`
+			Point struct {
+				Value any `json:"value"`
+			} `json:"point"`
+		} `json:"children"`
+	}
+	for deadline := time.Now().Add(20 * time.Second); len(view.Children) < 3 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get(s.http + "/api/v1/uns?path=acme/plant1/press7")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&view)
+		resp.Body.Close()
+	}
+	if len(view.Children) != 3 || view.Children[0].Path != "acme/plant1/press7/count" || view.Children[0].Point.Value != 1042.0 {
+		t.Errorf("GET /api/v1/uns?path=acme/plant1/press7: %+v", view)
+	}
 
 	s.stop(t, syscall.SIGKILL)
 	s2 := startServer(t, cfg)
