@@ -36,7 +36,7 @@ fuzz:
 	@scripts/fuzz-all.sh $(FUZZTIME)
 
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./log/... ./broker/...
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./log/... ./broker/... ./sparkplug/... ./uns/...
 
 clean:
 	rm -rf bin
