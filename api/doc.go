@@ -19,6 +19,7 @@
 //	GET /api/v1/topics/{topic}            <topic>
 //	GET /api/v1/topics/{topic}/records    replay, see below
 //	GET /api/v1/uns?path=                 the live namespace: latest point at path and its children
+//	GET /api/v1/uns/live?pattern=         server-sent events of new points under an MQTT-style pattern (+, #)
 //
 // A <topic> is
 //

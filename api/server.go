@@ -11,6 +11,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +49,8 @@ type Options struct {
 	Version string
 	// Namespace is browsed by GET /api/v1/uns; nil answers 404 there.
 	Namespace Namespace
+	// Live streams new points on GET /api/v1/uns/live; nil answers 404.
+	Live LiveNamespace
 }
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
@@ -57,6 +60,12 @@ type Server struct {
 	logger  *slog.Logger
 	version string
 	ns      Namespace
+	live    LiveNamespace
+
+	// stopping is closed when Serve begins its graceful shutdown, so that
+	// streams that never end by themselves (live events) let it finish.
+	stopping     chan struct{}
+	stoppingOnce sync.Once
 
 	mux      *http.ServeMux
 	metrics  *httpMetrics
@@ -88,7 +97,10 @@ func New(o Options) *Server {
 		logger:  o.Logger,
 		version: o.Version,
 		ns:      o.Namespace,
-		mux:     http.NewServeMux(),
+		live:    o.Live,
+
+		stopping: make(chan struct{}),
+		mux:      http.NewServeMux(),
 	}
 	if s.logger == nil {
 		s.logger = slog.Default()
@@ -132,6 +144,7 @@ func New(o Options) *Server {
 	s.route("GET /debug/pprof/symbol", http.HandlerFunc(pprof.Symbol))
 	s.route("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	s.route("GET /api/v1/uns", http.HandlerFunc(s.browseUNS))
+	s.route("GET /api/v1/uns/live", http.HandlerFunc(s.liveUNS))
 	s.route("GET /api/v1/topics", http.HandlerFunc(s.listTopics))
 	s.route("GET /api/v1/topics/{topic}", http.HandlerFunc(s.getTopic))
 	s.route("GET /api/v1/topics/{topic}/records", http.HandlerFunc(s.records))
@@ -176,6 +189,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return fmt.Errorf("http server on %s: %w", ln.Addr(), err)
 	case <-ctx.Done():
 	}
+	s.stoppingOnce.Do(func() { close(s.stopping) })
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {

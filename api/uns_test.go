@@ -1,9 +1,13 @@
 package api
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,4 +74,84 @@ func openLog(t *testing.T) *embedded.Log {
 	}
 	t.Cleanup(func() { l.Close() })
 	return l
+}
+
+func TestLiveUNS(t *testing.T) {
+	live := uns.NewLive()
+	srv := httptest.NewServer(New(Options{Log: openLog(t), Live: live}).Handler())
+	defer srv.Close()
+
+	resp, err := http.Get(srv.URL + "/api/v1/uns/live?pattern=acme/%2B/press7/%23")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("status %d, content type %q", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	if !sc.Scan() || !strings.HasPrefix(sc.Text(), ": subscribed to acme/+/press7/#") {
+		t.Fatalf("first line %q", sc.Text())
+	}
+	for live.Subscribers() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	at := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	live.Publish([]uns.Point{
+		{Path: "acme/p1/press7/temp", Time: at, Value: uns.FloatValue(21.5)},
+		{Path: "acme/p1/oven/temp", Time: at, Value: uns.FloatValue(180)},
+		{Path: "acme/p2/press7/count", Time: at, Value: uns.IntValue(7)},
+	})
+	var got []string
+	for len(got) < 2 && sc.Scan() {
+		if line, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			p, err := uns.ParsePointJSON([]byte(line))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, p.Path+"="+p.Value.String())
+		}
+	}
+	if strings.Join(got, " ") != "acme/p1/press7/temp=21.5 acme/p2/press7/count=7" {
+		t.Errorf("events %v", got)
+	}
+
+	bad, err := http.Get(srv.URL + "/api/v1/uns/live?pattern=a/%23/b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Body.Close()
+	if bad.StatusCode != 400 {
+		t.Errorf("bad pattern: %d", bad.StatusCode)
+	}
+}
+
+// TestServeEndsLiveStreams: a graceful shutdown ends open event streams
+// instead of waiting for them until its timeout.
+func TestServeEndsLiveStreams(t *testing.T) {
+	s := New(Options{Log: openLog(t), Live: uns.NewLive()})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ctx, ln) }()
+	resp, err := http.Get("http://" + ln.Addr().String() + "/api/v1/uns/live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if !bufio.NewScanner(resp.Body).Scan() {
+		t.Fatal("no first line")
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil { // a stream still open at the grace period's end is an error
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Serve did not return: the live stream held the shutdown")
+	}
 }

@@ -71,11 +71,12 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.broker = b
 
-	tree := uns.NewTree()
+	tree, live := uns.NewTree(), uns.NewLive()
 	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
 		Source: cfg.MQTT.IngressTopic,
 		Logger: logger.With("component", "uns"),
 		Tree:   tree,
+		Live:   live,
 	})
 
 	reg := api.NewRegistry()
@@ -98,6 +99,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		Logger:    logger.With("component", "api"),
 		Version:   Version,
 		Namespace: tree,
+		Live:      live,
 	})
 	return n, nil
 }

@@ -51,6 +51,8 @@ type NormalizerOptions struct {
 	// uns.points, so that tags that rarely change show their last value.
 	Tree       *Tree
 	TreeWindow time.Duration
+	// Live, when set, receives every point once it is durable.
+	Live *Live
 }
 
 // Normalizer is the log consumer that turns plain MQTT messages of the
@@ -164,7 +166,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			for j := range pts {
 				src := strconv.Itoa(int(r.Partition)) + ":" + strconv.FormatInt(r.Offset, 10) + ":" + strconv.Itoa(j)
 				p := &pts[j]
-				if n.opts.Tree != nil {
+				if n.opts.Tree != nil || n.opts.Live != nil {
 					written = append(written, *p)
 				}
 				if done[src] {
@@ -193,8 +195,13 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		if err := b.wait(); err != nil {
 			return fmt.Errorf("uns normaliser: write: %w", err)
 		}
-		for _, p := range written {
-			n.opts.Tree.Update(p)
+		if n.opts.Tree != nil {
+			for _, p := range written {
+				n.opts.Tree.Update(p)
+			}
+		}
+		if n.opts.Live != nil && len(written) > 0 {
+			n.opts.Live.Publish(written)
 		}
 		if n.beforeCommit != nil {
 			if err := n.beforeCommit(); err != nil {
