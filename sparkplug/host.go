@@ -68,7 +68,10 @@ type HostOptions struct {
 //   - NDEATH whose bdSeq matches the current birth marks the node and its
 //     devices offline and emits a stale update (last value, Stale set) for each
 //     of their metrics. A different bdSeq is a late will from an older session
-//     and is ignored. DDEATH does the same for one device.
+//     and is ignored; an NDEATH without bdSeq cannot be told apart and is
+//     accepted. DDEATH does the same for one device.
+//   - NBIRTH after a death brings the node back online; its devices stay
+//     offline until their own DBIRTH, which the node must send next.
 //
 // Metrics named "Node Control/*" and "Properties/*" are ordinary metrics for
 // the host: they are defined by the birth and emitted like any other.
@@ -511,6 +514,9 @@ func defineMetrics(n *hostNode, device string, p *pb.Payload, now time.Time, res
 
 // data resolves and emits the metrics of an NDATA or DDATA.
 func (h *Host) data(n *hostNode, device string, ms *metricSet, p *pb.Payload, now time.Time, res *HostResult) {
+	// One update per metric is the common case; sizing the slice once saves
+	// the regrowth copies of a large struct on the hot path.
+	res.Updates = slices.Grow(res.Updates, len(p.GetMetrics()))
 	for _, m := range p.GetMetrics() {
 		var def *metricDef
 		var what string

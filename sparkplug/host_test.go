@@ -659,3 +659,35 @@ func FuzzHost(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkHostDDATA measures Handle on a DDATA of 10 aliased metrics of mixed
+// types, already decoded (BenchmarkDecodeDDATA covers decoding).
+func BenchmarkHostDDATA(b *testing.B) {
+	types := []DataType{Double, Float, Int32, UInt64, Boolean, String, Int16, DateTime, Int64, UInt8}
+	birth := payload(1)
+	for i, dt := range types {
+		m := ddata(10).Metrics[i]
+		m.Name = proto.String(fmt.Sprintf("m%d", i))
+		m.Datatype = proto.Uint32(uint32(dt))
+		birth.Metrics = append(birth.Metrics, m)
+	}
+	h := NewHost(HostOptions{})
+	handle(b, h, NBIRTH, "", payload(0, bdSeqMetric(b, 0)))
+	handle(b, h, DBIRTH, "D", birth)
+	p := ddata(10)
+	for _, m := range p.Metrics {
+		m.Datatype = nil
+	}
+	topic := topicOf(DDATA, "D")
+	seq := uint64(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		seq++
+		p.Seq = proto.Uint64(seq % 256)
+		res, err := h.Handle(topic, p, hostNow)
+		if err != nil || len(res.Updates) != 10 || len(res.Rebirths) != 0 {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+	b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "metrics/s")
+}
