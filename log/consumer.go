@@ -232,3 +232,16 @@ func (c *Consumer) Close() error {
 	c.wg.Wait()
 	return nil
 }
+
+// Positions returns, per partition, the offset after the last record Poll
+// returned: what Commit would commit. A consumer that checkpoints its own
+// state stores these with it.
+func (c *Consumer) Positions() map[int32]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[int32]int64, len(c.pos))
+	for p, off := range c.pos {
+		out[p] = off
+	}
+	return out
+}

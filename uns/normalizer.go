@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/millstream/millstream/log"
+	"github.com/millstream/millstream/sparkplug"
 )
 
 // Header names on uns.points and uns.deadletter records.
@@ -53,6 +54,9 @@ type NormalizerOptions struct {
 	TreeWindow time.Duration
 	// Live, when set, receives every point once it is durable.
 	Live *Live
+	// CheckpointInterval bounds how often the Sparkplug host state is
+	// written (with the offsets it belongs to); default 1 s.
+	CheckpointInterval time.Duration
 }
 
 // Normalizer is the log consumer that turns plain MQTT messages of the
@@ -73,6 +77,8 @@ type Normalizer struct {
 	log  *slog.Logger
 	m    normalizerMetrics
 
+	host *sparkplug.Host
+
 	// beforeCommit, when set (tests), runs after a batch is durable and
 	// before it is committed; an error stops Run as a crash would.
 	beforeCommit func() error
@@ -80,6 +86,7 @@ type Normalizer struct {
 
 type normalizerMetrics struct {
 	records, points, deadletters, sparkplug, skipped atomic.Uint64
+	rebirths, spbDropped                             atomic.Uint64
 }
 
 // NewNormalizer builds a normaliser over l; Run starts it.
@@ -93,7 +100,10 @@ func NewNormalizer(l log.Log, opts NormalizerOptions) *Normalizer {
 	if opts.TreeWindow <= 0 {
 		opts.TreeWindow = 24 * time.Hour
 	}
-	return &Normalizer{l: l, opts: opts, log: opts.Logger}
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = time.Second
+	}
+	return &Normalizer{l: l, opts: opts, log: opts.Logger, host: sparkplug.NewHost(sparkplug.HostOptions{})}
 }
 
 // Run consumes until ctx is done (then it returns nil) or the log fails.
@@ -103,6 +113,10 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		if err != nil && !errors.Is(err, log.ErrTopicExists) {
 			return fmt.Errorf("uns normaliser: create %s: %w", t, err)
 		}
+	}
+	err := n.l.CreateTopic(ctx, HostStateTopic, log.TopicConfig{Partitions: 1, RetentionAge: -1, RetentionBytes: -1})
+	if err != nil && !errors.Is(err, log.ErrTopicExists) {
+		return fmt.Errorf("uns normaliser: create %s: %w", HostStateTopic, err)
 	}
 	if err := n.l.CreateTopic(ctx, n.opts.Source, log.TopicConfig{}); err != nil && !errors.Is(err, log.ErrTopicExists) {
 		return fmt.Errorf("uns normaliser: create %s: %w", n.opts.Source, err)
@@ -118,6 +132,9 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	}
 	if len(done) > 0 {
 		n.log.Info("uns normaliser: resuming after an interrupted batch; skipping points already written", "points", len(done))
+	}
+	if err := n.loadHost(ctx); err != nil {
+		return err
 	}
 	c, err := log.NewConsumer(n.l, NormalizerGroup, n.opts.Source, log.ConsumerOptions{})
 	if err != nil {
@@ -139,10 +156,23 @@ func (n *Normalizer) Run(ctx context.Context) error {
 
 	var pts, written []Point
 	var buf []byte
+	hostDirty, lastCheckpoint := false, time.Now()
 	for {
 		recs, err := c.Poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
+				// Stopping: settle what was read, so that a clean restart
+				// re-reads nothing.
+				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				if hostDirty {
+					if err := n.checkpointHost(fctx, c); err != nil {
+						return err
+					}
+				}
+				if err := c.Commit(fctx); err != nil {
+					return fmt.Errorf("uns normaliser: final commit: %w", err)
+				}
 				return nil
 			}
 			return fmt.Errorf("uns normaliser: %w", err)
@@ -155,10 +185,12 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			seen[r.Partition] = r.Offset
 			topic := string(r.Key)
 			if strings.HasPrefix(topic, sparkplugPrefix) {
-				n.m.sparkplug.Add(1) // the Sparkplug host application's
-				continue
+				n.m.sparkplug.Add(1)
+				pts, err = n.sparkplug(pts[:0], r)
+				hostDirty = true
+			} else {
+				pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
 			}
-			pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
 			if err != nil {
 				n.deadLetter(ctx, b, r, err)
 				continue
@@ -207,6 +239,19 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			if err := n.beforeCommit(); err != nil {
 				return err
 			}
+		}
+		// Sparkplug state is checkpointed with the offsets it belongs to;
+		// it can be large, so that happens at most every
+		// CheckpointInterval, and batches in between stay uncommitted (a
+		// crash re-reads them; their points are not written twice).
+		if hostDirty {
+			if time.Since(lastCheckpoint) < n.opts.CheckpointInterval {
+				continue
+			}
+			if err := n.checkpointHost(ctx, c); err != nil {
+				return err
+			}
+			hostDirty, lastCheckpoint = false, time.Now()
 		}
 		if err := c.Commit(ctx); err != nil {
 			return fmt.Errorf("uns normaliser: %w", err)
@@ -372,11 +417,13 @@ var normalizerDescs = [...]*prometheus.Desc{
 	prometheus.NewDesc("millstream_uns_deadletters_total", "Source records written to uns.deadletter because they could not be normalised.", nil, nil),
 	prometheus.NewDesc("millstream_uns_sparkplug_records_total", "Sparkplug B records left to the Sparkplug host application.", nil, nil),
 	prometheus.NewDesc("millstream_uns_skipped_points_total", "Points not written again after a restart because the interrupted batch had written them.", nil, nil),
+	prometheus.NewDesc("millstream_sparkplug_rebirths_requested_total", "Rebirth requests the Sparkplug host application decided on (sequence gaps, data before birth, unknown aliases).", nil, nil),
+	prometheus.NewDesc("millstream_sparkplug_metrics_dropped_total", "Sparkplug metric updates not turned into points (unresolvable, or a type without a point form yet).", nil, nil),
 }
 
 // Collect implements prometheus.Collector.
 func (n *Normalizer) Collect(ch chan<- prometheus.Metric) {
-	for i, v := range []uint64{n.m.records.Load(), n.m.points.Load(), n.m.deadletters.Load(), n.m.sparkplug.Load(), n.m.skipped.Load()} {
+	for i, v := range []uint64{n.m.records.Load(), n.m.points.Load(), n.m.deadletters.Load(), n.m.sparkplug.Load(), n.m.skipped.Load(), n.m.rebirths.Load(), n.m.spbDropped.Load()} {
 		ch <- prometheus.MustNewConstMetric(normalizerDescs[i], prometheus.CounterValue, float64(v))
 	}
 }

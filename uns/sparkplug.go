@@ -1,0 +1,166 @@
+package uns
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/millstream/millstream/log"
+	"github.com/millstream/millstream/sparkplug"
+)
+
+// sparkplugPoints turns the Sparkplug host application's metric updates
+// into points: path group/edge_node[/device]/metric name (a metric name's
+// slashes make deeper levels, as Sparkplug folders do), quality stale after
+// a death and bad for null values, unit from the engUnit property, source
+// spb:group/edge_node[/device]. It returns how many updates it could not
+// turn into a point (arrays, DataSets, Templates and property sets have no
+// point type yet; names that do not make a valid path).
+func sparkplugPoints(dst []Point, ups []sparkplug.MetricUpdate) ([]Point, int) {
+	dropped := 0
+	for i := range ups {
+		u := &ups[i]
+		src := u.Group + "/" + u.EdgeNode
+		if u.Device != "" {
+			src += "/" + u.Device
+		}
+		path := src + "/" + u.Name
+		if ValidatePath(path) != nil {
+			dropped++
+			continue
+		}
+		p := Point{Path: path, Time: u.Timestamp, Quality: Good, Unit: u.Unit, Source: "spb:" + src}
+		switch v := u.Value; v.Kind {
+		case sparkplug.KindNull:
+			p.Quality = Bad
+		case sparkplug.KindInt:
+			p.Value = IntValue(v.Int)
+		case sparkplug.KindUint:
+			p.Value = UintValue(v.Uint)
+		case sparkplug.KindFloat:
+			p.Value = FloatValue(v.Float)
+		case sparkplug.KindBool:
+			p.Value = BoolValue(v.Bool)
+		case sparkplug.KindString:
+			p.Value = StringValue(v.Str)
+		case sparkplug.KindBytes:
+			p.Value = BytesValue(v.Bytes)
+		case sparkplug.KindTime:
+			// A DateTime is milliseconds since the epoch on the wire too.
+			p.Value = IntValue(v.Time.UnixMilli())
+			if p.Unit == "" {
+				p.Unit = "ms since epoch"
+			}
+		default:
+			dropped++
+			continue
+		}
+		if u.Stale {
+			p.Quality = Stale
+		}
+		dst = append(dst, p)
+	}
+	return dst, dropped
+}
+
+// HostStateTopic holds checkpoints of the Sparkplug host application state
+// (births, aliases, sequence numbers, last values), each with the ingress
+// positions it belongs to, so that a restart resumes without asking every
+// edge node to rebirth. One partition; older checkpoints are deleted.
+const HostStateTopic = "uns.sparkplug.state"
+
+// headerPositions on a checkpoint is "partition:offset,..." of the ingress
+// topic: every record before them is reflected in the state, and their
+// points are durable.
+const headerPositions = "uns.positions"
+
+// sparkplug runs one Sparkplug record through the host application.
+func (n *Normalizer) sparkplug(dst []Point, r *log.Record) ([]Point, error) {
+	t, err := sparkplug.ParseTopic(string(r.Key))
+	if err != nil {
+		return dst, fmt.Errorf("%w: %v", ErrPayload, err)
+	}
+	p, err := sparkplug.Decode(r.Value)
+	if err != nil {
+		return dst, fmt.Errorf("%w: sparkplug payload: %v", ErrPayload, err)
+	}
+	res, err := n.host.Handle(t, p, r.Timestamp)
+	if err != nil {
+		return dst, fmt.Errorf("%w: %v", ErrPayload, err)
+	}
+	for _, rb := range res.Rebirths {
+		n.m.rebirths.Add(1)
+		n.log.Warn("sparkplug: edge node needs a rebirth", "group", rb.Group, "edge_node", rb.EdgeNode, "reason", rb.Reason)
+	}
+	n.m.spbDropped.Add(uint64(len(res.Dropped)))
+	dst, dropped := sparkplugPoints(dst, res.Updates)
+	n.m.spbDropped.Add(uint64(dropped))
+	return dst, nil
+}
+
+// checkpointHost writes the host state with the consumer's positions and
+// deletes older checkpoints. The caller commits the positions afterwards.
+func (n *Normalizer) checkpointHost(ctx context.Context, c *log.Consumer) error {
+	state, err := n.host.MarshalState()
+	if err != nil {
+		return fmt.Errorf("uns normaliser: sparkplug state: %w", err)
+	}
+	var pos []string
+	for p, off := range c.Positions() {
+		pos = append(pos, strconv.Itoa(int(p))+":"+strconv.FormatInt(off, 10))
+	}
+	rec := &log.Record{Topic: HostStateTopic, Timestamp: time.Now(), Value: state,
+		Headers: []log.Header{{Key: headerPositions, Value: []byte(strings.Join(pos, ","))}}}
+	if err := n.l.ProduceSync(ctx, rec); err != nil {
+		return fmt.Errorf("uns normaliser: write sparkplug state: %w", err)
+	}
+	if rec.Offset > 0 {
+		if err := n.l.DeleteRecordsBefore(ctx, HostStateTopic, 0, rec.Offset); err != nil {
+			n.log.Warn("uns normaliser: could not delete older sparkplug checkpoints", "error", err)
+		}
+	}
+	return nil
+}
+
+// loadHost restores the last checkpoint. If the process stopped after
+// writing it but before committing its positions, the positions are
+// committed now: the state already reflects those records.
+func (n *Normalizer) loadHost(ctx context.Context) error {
+	info, err := n.l.Topic(ctx, HostStateTopic)
+	if err != nil {
+		return fmt.Errorf("uns normaliser: %w", err)
+	}
+	p := info.Partitions[0]
+	if p.End == p.Start {
+		return nil
+	}
+	recs, err := n.l.Fetch(ctx, HostStateTopic, 0, p.End-1, log.FetchOptions{MaxRecords: 1})
+	if err != nil || len(recs) == 0 {
+		return fmt.Errorf("uns normaliser: read sparkplug state: %v", err)
+	}
+	if err := n.host.UnmarshalState(recs[0].Value); err != nil {
+		n.log.Error("uns normaliser: sparkplug state checkpoint unreadable; edge nodes will be asked to rebirth", "error", err)
+		return nil
+	}
+	hv, _ := recs[0].HeaderValue(headerPositions)
+	for _, kv := range strings.Split(string(hv), ",") {
+		var part int32
+		var off int64
+		if _, err := fmt.Sscanf(kv, "%d:%d", &part, &off); err != nil {
+			continue
+		}
+		cur, ok, err := n.l.CommittedOffset(ctx, NormalizerGroup, n.opts.Source, part)
+		if err != nil {
+			return fmt.Errorf("uns normaliser: %w", err)
+		}
+		if !ok || cur < off {
+			if err := n.l.CommitOffset(ctx, NormalizerGroup, n.opts.Source, part, off); err != nil {
+				return fmt.Errorf("uns normaliser: %w", err)
+			}
+		}
+	}
+	n.log.Info("sparkplug host state restored", "nodes", len(n.host.Nodes()))
+	return nil
+}

@@ -1,0 +1,95 @@
+package uns
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/millstream/millstream/log"
+	"github.com/millstream/millstream/sparkplug"
+	pb "github.com/millstream/millstream/sparkplug/sparkplugb"
+)
+
+func spbMetric(t *testing.T, name string, alias uint64, dt sparkplug.DataType, v sparkplug.Value) *pb.Payload_Metric {
+	t.Helper()
+	m := &pb.Payload_Metric{Alias: proto.Uint64(alias)}
+	if name != "" {
+		m.Name = proto.String(name)
+		m.Datatype = proto.Uint32(uint32(dt))
+	}
+	if err := sparkplug.SetMetricValue(m, dt, v); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func ingestSpb(t *testing.T, l log.Log, topic string, seq uint64, ms ...*pb.Payload_Metric) {
+	t.Helper()
+	b, err := sparkplug.Encode(&pb.Payload{Seq: proto.Uint64(seq), Timestamp: proto.Uint64(uint64(received.UnixMilli())), Metrics: ms})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ingest(t, l, topic, string(b))
+}
+
+// TestNormalizerSparkplug: a birth, then data by alias, become named, typed
+// points; after a restart the host resumes from its checkpoint, so the next
+// data message resolves its aliases without a rebirth.
+func TestNormalizerSparkplug(t *testing.T) {
+	l := openLog(t)
+	if err := l.CreateTopic(context.Background(), "mqtt.ingress", log.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ingestSpb(t, l, "spBv1.0/acme/NBIRTH/press7", 0,
+		spbMetric(t, "bdSeq", 0, sparkplug.UInt64, sparkplug.UintValue(1)),
+		spbMetric(t, "Motor/Temperature", 1, sparkplug.Double, sparkplug.FloatValue(20.5)),
+		spbMetric(t, "Count", 2, sparkplug.Int32, sparkplug.IntValue(7)))
+	ingestSpb(t, l, "spBv1.0/acme/NDATA/press7", 1,
+		spbMetric(t, "", 1, sparkplug.Double, sparkplug.FloatValue(21.5)))
+
+	tree := NewTree()
+	n := NewNormalizer(l, NormalizerOptions{Logger: quiet, Tree: tree, TreeWindow: 100 * 365 * 24 * 3600e9})
+	runUntil(t, l, n, 4) // the birth's three metrics (bdSeq included) and the data
+	v, ok := tree.Browse("acme/press7/Motor/Temperature")
+	if !ok || v.Point == nil {
+		t.Fatalf("no point for the aliased metric: %+v", v)
+	}
+	if f, _ := v.Point.Value.Float(); f != 21.5 || v.Point.Source != "spb:acme/press7" || v.Point.Quality != Good {
+		t.Errorf("Motor/Temperature = %+v", v.Point)
+	}
+	if n.m.rebirths.Load() != 0 {
+		t.Errorf("%d rebirths requested", n.m.rebirths.Load())
+	}
+	before := len(readAll(t, l, PointsTopic))
+
+	// Restart: the next NDATA (seq 2) must resolve alias 2 from the
+	// checkpointed birth.
+	ingestSpb(t, l, "spBv1.0/acme/NDATA/press7", 2,
+		spbMetric(t, "", 2, sparkplug.Int32, sparkplug.IntValue(8)))
+	n2 := NewNormalizer(l, NormalizerOptions{Logger: quiet, Tree: NewTree(), TreeWindow: 100 * 365 * 24 * 3600e9})
+	runUntil(t, l, n2, before+1)
+	if n2.m.rebirths.Load() != 0 {
+		t.Errorf("restart needed %d rebirths: the host state was not restored", n2.m.rebirths.Load())
+	}
+	recs := readAll(t, l, PointsTopic)
+	if len(recs) != before+1 {
+		t.Fatalf("uns.points has %d records, want %d (the restart re-wrote or lost points)", len(recs), before+1)
+	}
+	found := false
+	for _, r := range recs {
+		p, err := ParsePointJSON(r.Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i, _ := p.Value.Int(); p.Path == "acme/press7/Count" && i == 8 {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("no point acme/press7/Count = 8 after the restart")
+	}
+}
