@@ -20,6 +20,7 @@
 //	GET /api/v1/topics/{topic}/records    replay, see below
 //	GET /api/v1/uns?path=                 the live namespace: latest point at path and its children
 //	GET /api/v1/uns/live?pattern=         server-sent events of new points under an MQTT-style pattern (+, #)
+//	GET /api/v1/sparkplug/nodes           Sparkplug edge nodes and devices: online, births, seq errors, rebirths
 //
 // A <topic> is
 //

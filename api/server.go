@@ -51,6 +51,9 @@ type Options struct {
 	Namespace Namespace
 	// Live streams new points on GET /api/v1/uns/live; nil answers 404.
 	Live LiveNamespace
+	// Sparkplug reports edge nodes on GET /api/v1/sparkplug/nodes; nil
+	// answers 404.
+	Sparkplug SparkplugNodes
 }
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
@@ -61,6 +64,7 @@ type Server struct {
 	version string
 	ns      Namespace
 	live    LiveNamespace
+	spb     SparkplugNodes
 
 	// stopping is closed when Serve begins its graceful shutdown, so that
 	// streams that never end by themselves (live events) let it finish.
@@ -98,6 +102,7 @@ func New(o Options) *Server {
 		version: o.Version,
 		ns:      o.Namespace,
 		live:    o.Live,
+		spb:     o.Sparkplug,
 
 		stopping: make(chan struct{}),
 		mux:      http.NewServeMux(),
@@ -145,6 +150,7 @@ func New(o Options) *Server {
 	s.route("GET /debug/pprof/trace", http.HandlerFunc(pprof.Trace))
 	s.route("GET /api/v1/uns", http.HandlerFunc(s.browseUNS))
 	s.route("GET /api/v1/uns/live", http.HandlerFunc(s.liveUNS))
+	s.route("GET /api/v1/sparkplug/nodes", http.HandlerFunc(s.sparkplugNodes))
 	s.route("GET /api/v1/topics", http.HandlerFunc(s.listTopics))
 	s.route("GET /api/v1/topics/{topic}", http.HandlerFunc(s.getTopic))
 	s.route("GET /api/v1/topics/{topic}/records", http.HandlerFunc(s.records))

@@ -100,6 +100,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		Version:   Version,
 		Namespace: tree,
 		Live:      live,
+		Sparkplug: n.norm,
 	})
 	return n, nil
 }

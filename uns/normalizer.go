@@ -77,7 +77,8 @@ type Normalizer struct {
 	log  *slog.Logger
 	m    normalizerMetrics
 
-	host *sparkplug.Host
+	hostMu sync.Mutex // the host is used by Run and read by SparkplugNodes
+	host   *sparkplug.Host
 
 	// beforeCommit, when set (tests), runs after a batch is durable and
 	// before it is committed; an error stops Run as a crash would.

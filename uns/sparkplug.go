@@ -86,7 +86,9 @@ func (n *Normalizer) sparkplug(dst []Point, r *log.Record) ([]Point, error) {
 	if err != nil {
 		return dst, fmt.Errorf("%w: sparkplug payload: %v", ErrPayload, err)
 	}
+	n.hostMu.Lock()
 	res, err := n.host.Handle(t, p, r.Timestamp)
+	n.hostMu.Unlock()
 	if err != nil {
 		return dst, fmt.Errorf("%w: %v", ErrPayload, err)
 	}
@@ -103,7 +105,9 @@ func (n *Normalizer) sparkplug(dst []Point, r *log.Record) ([]Point, error) {
 // checkpointHost writes the host state with the consumer's positions and
 // deletes older checkpoints. The caller commits the positions afterwards.
 func (n *Normalizer) checkpointHost(ctx context.Context, c *log.Consumer) error {
+	n.hostMu.Lock()
 	state, err := n.host.MarshalState()
+	n.hostMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("uns normaliser: sparkplug state: %w", err)
 	}
@@ -140,7 +144,10 @@ func (n *Normalizer) loadHost(ctx context.Context) error {
 	if err != nil || len(recs) == 0 {
 		return fmt.Errorf("uns normaliser: read sparkplug state: %v", err)
 	}
-	if err := n.host.UnmarshalState(recs[0].Value); err != nil {
+	n.hostMu.Lock()
+	err = n.host.UnmarshalState(recs[0].Value)
+	n.hostMu.Unlock()
+	if err != nil {
 		n.log.Error("uns normaliser: sparkplug state checkpoint unreadable; edge nodes will be asked to rebirth", "error", err)
 		return nil
 	}
@@ -161,6 +168,14 @@ func (n *Normalizer) loadHost(ctx context.Context) error {
 			}
 		}
 	}
-	n.log.Info("sparkplug host state restored", "nodes", len(n.host.Nodes()))
+	n.log.Info("sparkplug host state restored", "nodes", len(n.SparkplugNodes()))
 	return nil
+}
+
+// SparkplugNodes is a snapshot of every edge node and device the host
+// application knows (safe to call from any goroutine).
+func (n *Normalizer) SparkplugNodes() []sparkplug.NodeState {
+	n.hostMu.Lock()
+	defer n.hostMu.Unlock()
+	return n.host.Nodes()
 }

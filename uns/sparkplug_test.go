@@ -64,6 +64,9 @@ func TestNormalizerSparkplug(t *testing.T) {
 	if n.m.rebirths.Load() != 0 {
 		t.Errorf("%d rebirths requested", n.m.rebirths.Load())
 	}
+	if nodes := n.SparkplugNodes(); len(nodes) != 1 || !nodes[0].Online || nodes[0].EdgeNode != "press7" {
+		t.Errorf("SparkplugNodes: %+v", nodes)
+	}
 	before := len(readAll(t, l, PointsTopic))
 
 	// Restart: the next NDATA (seq 2) must resolve alias 2 from the
