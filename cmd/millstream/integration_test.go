@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/bcrypt"
+
 	mlog "github.com/millstream/millstream/log"
 )
 
@@ -436,5 +438,114 @@ func TestPlainJSONBecomesPoints(t *testing.T) {
 	}
 	if len(recs) != 4 {
 		t.Errorf("uns.points holds %d points after the restart, want 4", len(recs))
+	}
+}
+
+// TestTahuEdgeNode runs a real Sparkplug B edge node written by others
+// (Eclipse Tahu's JavaScript client, npm sparkplug-client; see
+// testdata/tahu): it births a node and a device with aliased metrics,
+// publishes data by alias and dies abruptly. Every metric shows up in the
+// namespace by name with its type and last value, stale after the death.
+func TestTahuEdgeNode(t *testing.T) {
+	node := needTool(t, "node")
+	modules := filepath.Join("testdata", "tahu", "node_modules", "sparkplug-client")
+	if _, err := os.Stat(modules); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s is missing under CI=true: run scripts/install-deps.sh (npm ci in testdata/tahu)", modules)
+		}
+		t.Skipf("%s not installed (cd cmd/millstream/testdata/tahu && npm ci)", modules)
+	}
+	// The Tahu client always sends a password, so it needs a user.
+	hash, err := bcrypt.GenerateFromPassword([]byte("tahu-secret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "millstream.yaml")
+	yaml := `data_dir: ` + filepath.Join(dir, "data") + `
+mqtt:
+  listeners:
+    - {name: tcp, type: tcp, address: "127.0.0.1:0"}
+  users:
+    - {username: edge, password_hash: "` + string(hash) + `"}
+http:
+  address: "127.0.0.1:0"
+logging:
+  format: json
+`
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, cfg)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "edge-node.js", "tcp://127.0.0.1:"+s.port(), "edge", "tahu-secret")
+	cmd.Dir = filepath.Join("testdata", "tahu")
+	out, err := cmd.CombinedOutput()
+	if !strings.Contains(string(out), "published") {
+		t.Fatalf("edge node: %v\n%s", err, out)
+	}
+
+	type point struct {
+		Type    string `json:"type"`
+		Value   any    `json:"value"`
+		Quality string `json:"quality"`
+		Source  string `json:"source"`
+	}
+	get := func(path string) (point, bool) {
+		resp, err := http.Get(s.http + "/api/v1/uns?path=" + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v struct {
+			Point *point `json:"point"`
+		}
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&v) != nil || v.Point == nil {
+			return point{}, false
+		}
+		return *v.Point, true
+	}
+	want := map[string]point{
+		"acme/press7/Motor/Temperature": {"float", 21.5, "stale", "spb:acme/press7"},
+		"acme/press7/Count":             {"int", 8.0, "stale", "spb:acme/press7"},
+		"acme/press7/Running":           {"bool", true, "stale", "spb:acme/press7"},
+		"acme/press7/Recipe":            {"string", "PX-20", "stale", "spb:acme/press7"},
+		"acme/press7/mold1/Pressure":    {"float", 4.25, "stale", "spb:acme/press7/mold1"},
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for path, w := range want {
+		for {
+			got, ok := get(path)
+			if ok && got == w {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s = %+v (found %v), want %+v", path, got, ok, w)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	resp, err := http.Get(s.http + "/api/v1/sparkplug/nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var nodes struct {
+		Nodes []struct {
+			Group     string `json:"group"`
+			EdgeNode  string `json:"edge_node"`
+			Online    bool   `json:"online"`
+			Rebirths  int    `json:"rebirths_requested"`
+			SeqErrors int    `json:"seq_errors"`
+		} `json:"nodes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil || len(nodes.Nodes) != 1 {
+		t.Fatalf("sparkplug nodes: %v %+v", err, nodes)
+	}
+	if n := nodes.Nodes[0]; n.Group != "acme" || n.EdgeNode != "press7" || n.Online || n.Rebirths != 0 || n.SeqErrors != 0 {
+		t.Errorf("edge node state after its death: %+v", n)
 	}
 }
