@@ -173,6 +173,7 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 		Capabilities:           caps,
 		Logger:                 b.logger,
 		SysTopicResendInterval: 10,
+		InlineClient:           true, // Publish
 	})
 	b.access = &accessHook{b: b, users: users, acl: a, inflight: lim.MaxInflight, maxPacket: caps.MaximumPacketSize}
 	if lim.MaxConnections > 0 {
@@ -354,6 +355,23 @@ func (b *Broker) Addrs() map[string]net.Addr {
 func (b *Broker) Register(reg prometheus.Registerer) error {
 	if err := reg.Register(b.metrics); err != nil {
 		return fmt.Errorf("register MQTT broker metrics: %w", err)
+	}
+	return nil
+}
+
+// Publish publishes a message from inside Millstream (Sparkplug host
+// commands and state, for example) as if a client had sent it: it is
+// appended to the ingress topic, retained if asked, and delivered to
+// subscribers. It needs a started broker.
+func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	b.mu.Lock()
+	ok := b.started && !b.closed
+	b.mu.Unlock()
+	if !ok {
+		return errors.New("broker: Publish before Start or after Close")
+	}
+	if err := b.srv.Publish(topic, payload, retain, qos); err != nil {
+		return fmt.Errorf("broker: publish to %s: %w", topic, err)
 	}
 	return nil
 }

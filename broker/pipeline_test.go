@@ -398,3 +398,35 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// TestPublishFromInside: Broker.Publish reaches subscribers, is retained
+// when asked and is appended to the ingress topic like any client's message.
+func TestPublishFromInside(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	b := startBroker(t, testConfig(), l, Options{})
+	if err := b.Publish("spBv1.0/STATE/millstream", []byte(`{"online":true}`), true, 1); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	sub := mustPaho(t, "tcp://"+b.addr("tcp"), "inside-sub", nil)
+	tok := sub.Subscribe("spBv1.0/STATE/#", 1, func(_ paho.Client, m paho.Message) {
+		if m.Retained() {
+			got <- string(m.Payload())
+		}
+	})
+	if !tok.WaitTimeout(testTimeout) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	select {
+	case p := <-got:
+		if p != `{"online":true}` {
+			t.Errorf("retained payload %q", p)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("retained message not delivered")
+	}
+	recs := readTopic(t, l, "mqtt.ingress", 1)
+	if string(recs[0].Key) != "spBv1.0/STATE/millstream" || header(recs[0], HeaderRetain) != "true" {
+		t.Errorf("ingress record %q retain=%s", recs[0].Key, header(recs[0], HeaderRetain))
+	}
+}

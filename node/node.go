@@ -73,10 +73,11 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 
 	tree, live := uns.NewTree(), uns.NewLive()
 	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
-		Source: cfg.MQTT.IngressTopic,
-		Logger: logger.With("component", "uns"),
-		Tree:   tree,
-		Live:   live,
+		Source:  cfg.MQTT.IngressTopic,
+		Logger:  logger.With("component", "uns"),
+		Tree:    tree,
+		Live:    live,
+		Publish: b.Publish,
 	})
 
 	reg := api.NewRegistry()
@@ -184,6 +185,8 @@ func (n *Node) Start(ctx context.Context) error {
 	n.httpErr = make(chan error, 1)
 	go func() { n.httpErr <- n.api.Serve(ctx, ln) }()
 
+	n.publishHostState(true)
+
 	attrs := []any{"data_dir", n.cfg.DataDir, "http", ln.Addr().String()}
 	for name, a := range n.broker.Addrs() {
 		attrs = append(attrs, "mqtt_"+name, a.String())
@@ -214,6 +217,9 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.ready.Store(false)
 		var errs []error
+		if n.httpLn != nil { // started
+			n.publishHostState(false)
+		}
 		if n.broker != nil {
 			if err := n.broker.Close(); err != nil {
 				errs = append(errs, fmt.Errorf("mqtt broker: %w", err))
@@ -236,4 +242,20 @@ func (n *Node) Close() error {
 		n.closeErr = errors.Join(errs...)
 	})
 	return n.closeErr
+}
+
+// SparkplugHostID names Millstream's Sparkplug host application: its state
+// is published, retained, on spBv1.0/STATE/millstream.
+const SparkplugHostID = "millstream"
+
+// publishHostState publishes the Sparkplug 3.0 host application state
+// message, retained, so that edge nodes configured for this primary host
+// know whether it is online. Offline is published on a graceful stop; after
+// a crash the broker, which runs in this process, is gone too, and the next
+// start publishes online with a new timestamp.
+func (n *Node) publishHostState(online bool) {
+	payload := fmt.Sprintf(`{"online":%t,"timestamp":%d}`, online, time.Now().UnixMilli())
+	if err := n.broker.Publish("spBv1.0/STATE/"+SparkplugHostID, []byte(payload), true, 1); err != nil {
+		n.logger.Warn("sparkplug host state not published", "online", online, "error", err)
+	}
 }

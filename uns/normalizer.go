@@ -54,6 +54,9 @@ type NormalizerOptions struct {
 	TreeWindow time.Duration
 	// Live, when set, receives every point once it is durable.
 	Live *Live
+	// Publish, when set, sends MQTT messages on the host application's
+	// behalf: Sparkplug rebirth requests (NCMD "Node Control/Rebirth").
+	Publish func(topic string, payload []byte, retain bool, qos byte) error
 	// CheckpointInterval bounds how often the Sparkplug host state is
 	// written (with the offsets it belongs to); default 1 s.
 	CheckpointInterval time.Duration

@@ -94,7 +94,8 @@ func (n *Normalizer) sparkplug(dst []Point, r *log.Record) ([]Point, error) {
 	}
 	for _, rb := range res.Rebirths {
 		n.m.rebirths.Add(1)
-		n.log.Warn("sparkplug: edge node needs a rebirth", "group", rb.Group, "edge_node", rb.EdgeNode, "reason", rb.Reason)
+		n.log.Warn("sparkplug: asking an edge node to rebirth", "group", rb.Group, "edge_node", rb.EdgeNode, "reason", rb.Reason)
+		n.requestRebirth(rb, r.Timestamp)
 	}
 	n.m.spbDropped.Add(uint64(len(res.Dropped)))
 	dst, dropped := sparkplugPoints(dst, res.Updates)
@@ -178,4 +179,20 @@ func (n *Normalizer) SparkplugNodes() []sparkplug.NodeState {
 	n.hostMu.Lock()
 	defer n.hostMu.Unlock()
 	return n.host.Nodes()
+}
+
+// requestRebirth publishes the NCMD that asks an edge node for a new birth.
+// It is best effort: a node that misses it is asked again at its next
+// unresolvable message.
+func (n *Normalizer) requestRebirth(rb sparkplug.RebirthRequest, now time.Time) {
+	if n.opts.Publish == nil {
+		return
+	}
+	b, err := sparkplug.Encode(rb.Payload(now))
+	if err == nil {
+		err = n.opts.Publish(rb.Topic().String(), b, false, 0)
+	}
+	if err != nil {
+		n.log.Error("sparkplug: rebirth request not sent", "group", rb.Group, "edge_node", rb.EdgeNode, "error", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,7 +20,12 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"google.golang.org/protobuf/proto"
+
 	mlog "github.com/millstream/millstream/log"
+	"github.com/millstream/millstream/sparkplug"
+	"github.com/millstream/millstream/sparkplug/sparkplugb"
 )
 
 // These tests build the real binary and drive it with real MQTT clients
@@ -209,6 +215,8 @@ func TestQuickStart(t *testing.T) {
 
 	check := func(recs []mlog.Record) {
 		t.Helper()
+		// Millstream's own Sparkplug host STATE messages are there too.
+		recs = slices.DeleteFunc(recs, func(r mlog.Record) bool { return strings.HasPrefix(string(r.Key), "spBv1.0/STATE/") })
 		if len(recs) != 1 {
 			t.Fatalf("want 1 record, got %d: %+v", len(recs), recs)
 		}
@@ -284,6 +292,9 @@ func TestKill9AfterLastPuback(t *testing.T) {
 	s2 := startServer(t, cfg)
 	recs := replay(t, "--topic", "mqtt.ingress", "--server", s2.http)
 	next := map[string]int{}
+	// Millstream's own messages (the Sparkplug host STATE) are in the
+	// ingress topic too; count the publishers' only.
+	recs = slices.DeleteFunc(recs, func(r mlog.Record) bool { return !strings.HasPrefix(string(r.Key), "line/") })
 	for _, r := range recs {
 		var n int
 		if _, err := fmt.Sscanf(string(r.Value), "%d", &n); err != nil {
@@ -547,5 +558,56 @@ logging:
 	}
 	if n := nodes.Nodes[0]; n.Group != "acme" || n.EdgeNode != "press7" || n.Online || n.Rebirths != 0 || n.SeqErrors != 0 {
 		t.Errorf("edge node state after its death: %+v", n)
+	}
+}
+
+// TestSparkplugRebirthAndState: the host application's state is retained on
+// spBv1.0/STATE/millstream, and a DATA message from an edge node that never
+// sent its birth makes Millstream publish a rebirth NCMD to that node.
+func TestSparkplugRebirthAndState(t *testing.T) {
+	s := startServer(t, writeConfig(t, t.TempDir(), ""))
+	o := paho.NewClientOptions().AddBroker("tcp://127.0.0.1:" + s.port()).SetClientID("spb-observer").SetAutoReconnect(false)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer c.Disconnect(0)
+	state := make(chan paho.Message, 4)
+	ncmd := make(chan paho.Message, 4)
+	for filter, ch := range map[string]chan paho.Message{"spBv1.0/STATE/#": state, "spBv1.0/+/NCMD/#": ncmd} {
+		tok := c.Subscribe(filter, 1, func(_ paho.Client, m paho.Message) { ch <- m })
+		if !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+			t.Fatalf("subscribe %s: %v", filter, tok.Error())
+		}
+	}
+	select {
+	case m := <-state:
+		var st struct {
+			Online    bool  `json:"online"`
+			Timestamp int64 `json:"timestamp"`
+		}
+		if m.Topic() != "spBv1.0/STATE/millstream" || !m.Retained() || json.Unmarshal(m.Payload(), &st) != nil || !st.Online || st.Timestamp == 0 {
+			t.Errorf("state message %s retained=%v %s", m.Topic(), m.Retained(), m.Payload())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no retained STATE message")
+	}
+
+	data, err := sparkplug.Encode(&sparkplugb.Payload{Seq: proto.Uint64(5), Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())),
+		Metrics: []*sparkplugb.Payload_Metric{{Alias: proto.Uint64(1), Datatype: proto.Uint32(uint32(sparkplug.Double)), Value: &sparkplugb.Payload_Metric_DoubleValue{DoubleValue: 1.5}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok := c.Publish("spBv1.0/acme/NDATA/ghost", 1, false, data); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("publish NDATA: %v", tok.Error())
+	}
+	select {
+	case m := <-ncmd:
+		p, err := sparkplug.Decode(m.Payload())
+		if err != nil || m.Topic() != "spBv1.0/acme/NCMD/ghost" || len(p.Metrics) != 1 || p.Metrics[0].GetName() != "Node Control/Rebirth" || !p.Metrics[0].GetBooleanValue() {
+			t.Errorf("NCMD %s: %v %v", m.Topic(), err, p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no rebirth NCMD for a node that sent data before its birth")
 	}
 }
