@@ -102,6 +102,12 @@ func appendPayload(dst, b []byte, flag string) []byte {
 	}
 }
 
+// AppendJSONString appends s as a quoted JSON string, replacing each byte
+// that is not part of valid UTF-8 with U+FFFD (as encoding/json does), so the
+// output is always valid JSON. Other hand-written JSON encoders of the
+// project (uns.points records) use it.
+func AppendJSONString(dst []byte, s string) []byte { return appendJSONText(dst, s) }
+
 // appendJSONText writes s as a JSON string, replacing each byte that is not
 // part of valid UTF-8 with U+FFFD.
 func appendJSONText(dst []byte, s string) []byte {

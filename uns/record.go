@@ -7,7 +7,8 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"github.com/millstream/millstream/log"
 )
 
 // Log topics of the namespace.
@@ -35,7 +36,7 @@ const (
 // AppendPointJSON appends the JSON of p to dst.
 func AppendPointJSON(dst []byte, p *Point) []byte {
 	dst = append(dst, `{"path":`...)
-	dst = appendString(dst, p.Path)
+	dst = log.AppendJSONString(dst, p.Path)
 	dst = append(dst, `,"time":"`...)
 	dst = p.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, `","type":"`...)
@@ -62,7 +63,7 @@ func AppendPointJSON(dst []byte, p *Point) []byte {
 	case Bool:
 		dst = strconv.AppendBool(dst, v.bits == 1)
 	case String:
-		dst = appendString(dst, v.str)
+		dst = log.AppendJSONString(dst, v.str)
 	case Bytes:
 		dst = append(dst, '"')
 		dst = base64.StdEncoding.AppendEncode(dst, []byte(v.str))
@@ -75,50 +76,11 @@ func AppendPointJSON(dst []byte, p *Point) []byte {
 	dst = append(dst, '"')
 	if p.Unit != "" {
 		dst = append(dst, `,"unit":`...)
-		dst = appendString(dst, p.Unit)
+		dst = log.AppendJSONString(dst, p.Unit)
 	}
 	dst = append(dst, `,"source":`...)
-	dst = appendString(dst, p.Source)
+	dst = log.AppendJSONString(dst, p.Source)
 	return append(dst, '}')
-}
-
-// appendString writes s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
-// encoding/json does, so the output is always valid JSON.
-func appendString(dst []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	dst = append(dst, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				dst = append(dst, '\\', c)
-			case c < 0x20:
-				switch c {
-				case '\n':
-					dst = append(dst, '\\', 'n')
-				case '\r':
-					dst = append(dst, '\\', 'r')
-				case '\t':
-					dst = append(dst, '\\', 't')
-				default:
-					dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-				}
-			default:
-				dst = append(dst, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = append(dst, "\ufffd"...)
-		} else {
-			dst = append(dst, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(dst, '"')
 }
 
 type pointJSON struct {
