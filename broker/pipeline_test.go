@@ -105,6 +105,52 @@ func readPacket(r *bufio.Reader) (byte, []byte, error) {
 	return typ, body, err
 }
 
+// rawSubscriber is a raw MQTT 3.1.1 subscriber: the order it observes is the
+// order the broker wrote, with no client library in between.
+type rawSubscriber struct {
+	conn net.Conn
+	r    *bufio.Reader
+}
+
+func rawSubscribe(t *testing.T, addr, id, filter string) *rawSubscriber {
+	t.Helper()
+	conn := rawConnect(t, addr, id)
+	subscribe := append(binary.BigEndian.AppendUint16(nil, 1), mqttString(filter)...)
+	if _, err := conn.Write(mqttPacket(0x82, append(subscribe, 1))); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	if typ, _, err := readPacket(r); err != nil || typ>>4 != 9 {
+		t.Fatalf("SUBACK: type %x, %v", typ, err)
+	}
+	return &rawSubscriber{conn: conn, r: r}
+}
+
+// next returns the next PUBLISH (acknowledging QoS 1): topic, QoS and the
+// payload as an integer.
+func (s *rawSubscriber) next() (topic string, qos byte, n int, err error) {
+	for {
+		typ, body, err := readPacket(s.r)
+		if err != nil {
+			return "", 0, 0, err
+		}
+		if typ>>4 != 3 {
+			continue
+		}
+		qos = (typ >> 1) & 3
+		tl := int(binary.BigEndian.Uint16(body))
+		topic, rest := string(body[2:2+tl]), body[2+tl:]
+		if qos > 0 {
+			if _, err := s.conn.Write(mqttPacket(0x40, rest[:2])); err != nil {
+				return "", 0, 0, err
+			}
+			rest = rest[2:]
+		}
+		n, _ = strconv.Atoi(string(rest))
+		return topic, qos, n, nil
+	}
+}
+
 // TestPipelinedAcksInOrder writes many QoS 1 PUBLISH packets to the broker in
 // one burst, over a raw MQTT 3.1.1 connection, to topics spread over four
 // partitions (whose appends finish in any order), and checks that the
@@ -187,36 +233,13 @@ func TestPipelinedFanOutKeepsPublisherOrder(t *testing.T) {
 	got := map[string][]int{}
 	done := make(chan struct{})
 	total := 0
-	// The subscriber is a raw MQTT 3.1.1 connection, so the order observed is
-	// the order the broker wrote, with no client library in between.
-	sub := rawConnect(t, b.addr("tcp"), "order-sub")
-	subscribe := append(binary.BigEndian.AppendUint16(nil, 1), mqttString("order/#")...)
-	if _, err := sub.Write(mqttPacket(0x82, append(subscribe, 1))); err != nil {
-		t.Fatal(err)
-	}
-	subR := bufio.NewReader(sub)
-	if typ, _, err := readPacket(subR); err != nil || typ>>4 != 9 {
-		t.Fatalf("SUBACK: type %x, %v", typ, err)
-	}
+	sub := rawSubscribe(t, b.addr("tcp"), "order-sub", "order/#")
 	go func() {
 		for {
-			typ, body, err := readPacket(subR)
+			topic, qos, i, err := sub.next()
 			if err != nil {
 				return
 			}
-			if typ>>4 != 3 {
-				continue
-			}
-			qos := (typ >> 1) & 3
-			tl := int(binary.BigEndian.Uint16(body))
-			topic, rest := string(body[2:2+tl]), body[2+tl:]
-			if qos > 0 {
-				if _, err := sub.Write(mqttPacket(0x40, rest[:2])); err != nil {
-					return
-				}
-				rest = rest[2:]
-			}
-			i, _ := strconv.Atoi(string(rest))
 			mu.Lock()
 			k := fmt.Sprintf("%s qos %d", topic, qos)
 			got[k] = append(got[k], i)
@@ -272,15 +295,7 @@ func TestPublisherGoneBeforeAcks(t *testing.T) {
 	l := openPartitionedLog(t, 4)
 	b := startBroker(t, testConfig(), l, Options{})
 
-	sub := rawConnect(t, b.addr("tcp"), "gone-sub")
-	subscribe := append(binary.BigEndian.AppendUint16(nil, 1), mqttString("gone/#")...)
-	if _, err := sub.Write(mqttPacket(0x82, append(subscribe, 1))); err != nil {
-		t.Fatal(err)
-	}
-	subR := bufio.NewReader(sub)
-	if typ, _, err := readPacket(subR); err != nil || typ>>4 != 9 {
-		t.Fatalf("SUBACK: type %x, %v", typ, err)
-	}
+	sub := rawSubscribe(t, b.addr("tcp"), "gone-sub", "gone/#")
 
 	const n = 300
 	pub := rawConnect(t, b.addr("tcp"), "gone-pub")
@@ -313,22 +328,10 @@ func TestPublisherGoneBeforeAcks(t *testing.T) {
 		if appended > 0 && len(seen) == appended && inLog() == appended {
 			break
 		}
-		typ, body, err := readPacket(subR)
+		_, _, i, err := sub.next()
 		if err != nil {
 			t.Fatalf("subscriber got %d messages, %d appended, %d in the log: %v", len(seen), appended, inLog(), err)
 		}
-		if typ>>4 != 3 {
-			continue
-		}
-		tl := int(binary.BigEndian.Uint16(body))
-		rest := body[2+tl:]
-		if (typ>>1)&3 > 0 {
-			if _, err := sub.Write(mqttPacket(0x40, rest[:2])); err != nil {
-				t.Fatal(err)
-			}
-			rest = rest[2:]
-		}
-		i, _ := strconv.Atoi(string(rest))
 		if seen[i] {
 			t.Errorf("message %d delivered twice", i)
 		}
