@@ -43,10 +43,22 @@ func (h *accessHook) ID() string { return "millstream-access" }
 
 func (h *accessHook) Provides(b byte) bool {
 	switch b {
-	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketEncode, mqtt.OnDisconnect:
+	case mqtt.OnConnect, mqtt.OnConnectAuthenticate, mqtt.OnACLCheck, mqtt.OnPacketEncode, mqtt.OnDisconnect, mqtt.OnPacketRead:
 		return true
 	}
 	return false
+}
+
+// OnPacketRead accepts a CONNECT whose password flag is set with an empty
+// password. The password field is then present with length zero, which
+// MQTT allows; mochi refuses it as a protocol error, and common clients send
+// it (Eclipse Tahu's Sparkplug client always sends a password, empty when
+// none is configured). An empty password is treated as no password.
+func (h *accessHook) OnPacketRead(_ *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if pk.FixedHeader.Type == packets.Connect && pk.Connect.PasswordFlag && len(pk.Connect.Password) == 0 {
+		pk.Connect.PasswordFlag = false
+	}
+	return pk, nil
 }
 
 // v3 CONNACK return codes (MQTT 3.1.1 table 3.1).

@@ -433,3 +433,26 @@ func TestPublishFromInside(t *testing.T) {
 		t.Errorf("ingress record %q retain=%s", recs[0].Key, header(recs[0], HeaderRetain))
 	}
 }
+
+// TestEmptyPasswordIsNoPassword: a CONNECT with the password flag and a
+// zero-length password (what Eclipse Tahu's client sends without
+// credentials) connects anonymously where anonymous clients are allowed.
+func TestEmptyPasswordIsNoPassword(t *testing.T) {
+	b := startBroker(t, testConfig(), openLog(t, t.TempDir()), Options{})
+	conn, err := net.DialTimeout("tcp", b.addr("tcp"), testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(testTimeout))
+	// Flags: username, password, clean session; username "" and password "".
+	connect := append(append(mqttString("MQTT"), 4, 0xC2, 0, 60), mqttString("empty-pass")...)
+	connect = append(append(connect, mqttString("")...), mqttString("")...)
+	if _, err := conn.Write(mqttPacket(0x10, connect)); err != nil {
+		t.Fatal(err)
+	}
+	connack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, connack); err != nil || connack[0] != 0x20 || connack[3] != 0 {
+		t.Fatalf("CONNACK %x: %v", connack, err)
+	}
+}

@@ -1,13 +1,13 @@
 // An Eclipse Tahu Sparkplug B edge node for Millstream's integration test:
 // it births a node and a device (metrics with aliases), publishes data by
 // alias, then dies abruptly (SIGKILL) so that the broker publishes its
-// NDEATH will. Usage: node edge-node.js tcp://127.0.0.1:PORT
+// NDEATH will. Usage: node edge-node.js tcp://127.0.0.1:PORT [USER PASSWORD]
 'use strict';
 const sparkplug = require('sparkplug-client');
 
 const client = sparkplug.newClient({
   serverUrl: process.argv[2],
-  username: process.argv[3] || '',
+  username: process.argv[3] || '', // anonymous by default: Tahu then sends empty credentials
   password: process.argv[4] || '',
   groupId: 'acme',
   edgeNode: 'press7',
