@@ -14,16 +14,37 @@ import (
 // Config is the whole configuration file.
 type Config struct {
 	// DataDir holds the embedded log and all derived state.
-	DataDir string  `yaml:"data_dir"`
-	Log     Log     `yaml:"log"`
-	MQTT    MQTT    `yaml:"mqtt"`
-	HTTP    HTTP    `yaml:"http"`
-	Logging Logging `yaml:"logging"`
+	DataDir   string    `yaml:"data_dir"`
+	Log       Log       `yaml:"log"`
+	MQTT      MQTT      `yaml:"mqtt"`
+	HTTP      HTTP      `yaml:"http"`
+	Logging   Logging   `yaml:"logging"`
+	Sparkplug Sparkplug `yaml:"sparkplug"`
+	UNS       UNS       `yaml:"uns"`
 
 	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
 	// Parse or Load found them, so Validate can point at the line to fix.
 	// Nil for a Config built in code.
 	src map[string]origin
+}
+
+// Sparkplug configures Millstream's Sparkplug B host application.
+type Sparkplug struct {
+	// HostID names the host application: its state is published on
+	// spBv1.0/STATE/<host_id>.
+	HostID string `yaml:"host_id"`
+	// ReorderWindow is how many sequence numbers a message may arrive early
+	// or late before it counts as a gap (0: strict order).
+	ReorderWindow int `yaml:"reorder_window"`
+	// CheckpointInterval bounds how often the host state is checkpointed.
+	CheckpointInterval Duration `yaml:"checkpoint_interval"`
+}
+
+// UNS configures the Unified Namespace.
+type UNS struct {
+	// TreeWindow is how far back the live namespace is loaded from
+	// uns.points at start.
+	TreeWindow Duration `yaml:"tree_window"`
 }
 
 // Log configures the event log.
@@ -165,8 +186,10 @@ func Default() Config {
 				MaxQueuedMessages: 8192,
 			},
 		},
-		HTTP:    HTTP{Address: "127.0.0.1:8080"},
-		Logging: Logging{Level: "info", Format: "text"},
+		HTTP:      HTTP{Address: "127.0.0.1:8080"},
+		Logging:   Logging{Level: "info", Format: "text"},
+		Sparkplug: Sparkplug{HostID: "millstream", CheckpointInterval: Duration(time.Second)},
+		UNS:       UNS{TreeWindow: Duration(24 * time.Hour)},
 	}
 }
 

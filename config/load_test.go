@@ -118,7 +118,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "file is not a mapping",
 			yaml: "- a\n- b\n",
-			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging), not a list"},
+			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns), not a list"},
 		},
 		{
 			name: "duplicate key",

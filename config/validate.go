@@ -114,7 +114,26 @@ func validate(c Config) []*fieldError {
 	k.mqtt(c.MQTT, c.HTTP)
 	k.oneOf("logging.level", c.Logging.Level, "debug", "info", "warn", "error")
 	k.oneOf("logging.format", c.Logging.Format, "text", "json")
+	k.sparkplug(c.Sparkplug)
+	if c.UNS.TreeWindow <= 0 {
+		k.add("uns.tree_window", c.UNS.TreeWindow, "must be positive, e.g. 24h")
+	}
 	return k.errs
+}
+
+func (k *checker) sparkplug(s Sparkplug) {
+	switch {
+	case s.HostID == "":
+		k.add("sparkplug.host_id", s.HostID, "is empty; name the host application, e.g. millstream")
+	case strings.ContainsAny(s.HostID, "/+#") || !utf8.ValidString(s.HostID):
+		k.add("sparkplug.host_id", s.HostID, "%q is not one MQTT topic level (no /, + or #)", s.HostID)
+	}
+	if s.ReorderWindow < 0 || s.ReorderWindow > 127 {
+		k.add("sparkplug.reorder_window", s.ReorderWindow, "%d is out of range; use 0 (strict order) to 127", s.ReorderWindow)
+	}
+	if d := time.Duration(s.CheckpointInterval); d < 100*time.Millisecond || d > time.Hour {
+		k.add("sparkplug.checkpoint_interval", s.CheckpointInterval, "%s is out of range; use 100ms to 1h", s.CheckpointInterval)
+	}
 }
 
 func (k *checker) log(l Log) {

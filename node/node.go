@@ -73,11 +73,14 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 
 	tree, live := uns.NewTree(), uns.NewLive()
 	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
-		Source:  cfg.MQTT.IngressTopic,
-		Logger:  logger.With("component", "uns"),
-		Tree:    tree,
-		Live:    live,
-		Publish: b.Publish,
+		Source:             cfg.MQTT.IngressTopic,
+		Logger:             logger.With("component", "uns"),
+		Tree:               tree,
+		TreeWindow:         time.Duration(cfg.UNS.TreeWindow),
+		Live:               live,
+		Publish:            b.Publish,
+		ReorderWindow:      cfg.Sparkplug.ReorderWindow,
+		CheckpointInterval: time.Duration(cfg.Sparkplug.CheckpointInterval),
 	})
 
 	reg := api.NewRegistry()
@@ -244,10 +247,6 @@ func (n *Node) Close() error {
 	return n.closeErr
 }
 
-// SparkplugHostID names Millstream's Sparkplug host application: its state
-// is published, retained, on spBv1.0/STATE/millstream.
-const SparkplugHostID = "millstream"
-
 // publishHostState publishes the Sparkplug 3.0 host application state
 // message, retained, so that edge nodes configured for this primary host
 // know whether it is online. Offline is published on a graceful stop; after
@@ -255,7 +254,7 @@ const SparkplugHostID = "millstream"
 // start publishes online with a new timestamp.
 func (n *Node) publishHostState(online bool) {
 	payload := fmt.Sprintf(`{"online":%t,"timestamp":%d}`, online, time.Now().UnixMilli())
-	if err := n.broker.Publish("spBv1.0/STATE/"+SparkplugHostID, []byte(payload), true, 1); err != nil {
+	if err := n.broker.Publish("spBv1.0/STATE/"+n.cfg.Sparkplug.HostID, []byte(payload), true, 1); err != nil {
 		n.logger.Warn("sparkplug host state not published", "online", online, "error", err)
 	}
 }

@@ -57,6 +57,9 @@ type NormalizerOptions struct {
 	// Publish, when set, sends MQTT messages on the host application's
 	// behalf: Sparkplug rebirth requests (NCMD "Node Control/Rebirth").
 	Publish func(topic string, payload []byte, retain bool, qos byte) error
+	// ReorderWindow is the Sparkplug host's tolerance for messages arriving
+	// out of sequence (sparkplug.HostOptions.ReorderWindow).
+	ReorderWindow int
 	// CheckpointInterval bounds how often the Sparkplug host state is
 	// written (with the offsets it belongs to); default 1 s.
 	CheckpointInterval time.Duration
@@ -107,7 +110,7 @@ func NewNormalizer(l log.Log, opts NormalizerOptions) *Normalizer {
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = time.Second
 	}
-	return &Normalizer{l: l, opts: opts, log: opts.Logger, host: sparkplug.NewHost(sparkplug.HostOptions{})}
+	return &Normalizer{l: l, opts: opts, log: opts.Logger, host: sparkplug.NewHost(sparkplug.HostOptions{ReorderWindow: opts.ReorderWindow})}
 }
 
 // Run consumes until ctx is done (then it returns nil) or the log fails.
