@@ -82,6 +82,9 @@ func (n *Normalizer) sparkplug(dst []Point, r *log.Record) ([]Point, error) {
 	if err != nil {
 		return dst, fmt.Errorf("%w: %v", ErrPayload, err)
 	}
+	if t.Type == sparkplug.STATE {
+		return dst, nil // host application state (JSON, ours or another host's): not a point
+	}
 	p, err := sparkplug.Decode(r.Value)
 	if err != nil {
 		return dst, fmt.Errorf("%w: sparkplug payload: %v", ErrPayload, err)

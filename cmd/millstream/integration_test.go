@@ -591,3 +591,69 @@ func TestSparkplugRebirthAndState(t *testing.T) {
 		t.Fatal("no rebirth NCMD for a node that sent data before its birth")
 	}
 }
+
+// TestSimulate runs `millstream simulate` against a server: Sparkplug edge
+// nodes and devices birth, publish, drop their connections abruptly and
+// birth again; the host application follows without sequence errors or
+// rebirth requests, and nothing lands in the dead-letter topic.
+func TestSimulate(t *testing.T) {
+	s := startServer(t, writeConfig(t, t.TempDir(), ""))
+	cmd := exec.Command(millstreamBin(t), "simulate", "--broker", "tcp://127.0.0.1:"+s.port(),
+		"--nodes", "2", "--devices", "2", "--metrics", "6", "--rate", "20", "--duration", "3s", "--drop-every", "1s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("simulate: %v\n%s", err, stderr.String())
+	}
+	var res struct {
+		Births   int `json:"births"`
+		Messages int `json:"data_messages"`
+		Drops    int `json:"abrupt_disconnects"`
+		Errors   int `json:"errors"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil || res.Messages == 0 || res.Drops == 0 || res.Errors != 0 || res.Births < 2*3*2 {
+		t.Fatalf("simulate result %s: %v", out, err)
+	}
+	// The host has seen every node and device, in order.
+	var nodes struct {
+		Nodes []struct {
+			EdgeNode  string `json:"edge_node"`
+			SeqErrors int    `json:"seq_errors"`
+			Rebirths  int    `json:"rebirths_requested"`
+			Devices   []any  `json:"devices"`
+		} `json:"nodes"`
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for len(nodes.Nodes) < 2 && time.Now().Before(deadline) {
+		resp, err := http.Get(s.http + "/api/v1/sparkplug/nodes")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&nodes)
+		resp.Body.Close()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(nodes.Nodes) != 2 {
+		t.Fatalf("sparkplug nodes: %+v", nodes)
+	}
+	for _, n := range nodes.Nodes {
+		if n.SeqErrors != 0 || n.Rebirths != 0 || len(n.Devices) != 2 {
+			t.Errorf("node %+v", n)
+		}
+	}
+	if recs := points(t, s); len(recs) == 0 {
+		t.Error("no points in uns.points")
+	}
+	resp, err := http.Get(s.http + "/api/v1/topics/uns.deadletter/records")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var dl struct {
+		Records []json.RawMessage `json:"records"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&dl); err != nil || len(dl.Records) != 0 {
+		t.Errorf("dead letters: %v %s", err, dl.Records)
+	}
+}

@@ -16,6 +16,7 @@ Usage:
   millstream run      [--config FILE] [--data-dir DIR] [--mqtt-addr HOST:PORT] [--http-addr HOST:PORT]
   millstream replay   --topic T [--from OFFSET|RFC3339] [--to OFFSET|RFC3339] [--data-dir DIR | --server URL]
   millstream bench    ingest [flags]        load scenarios, one JSON line per result
+  millstream simulate [flags]               Sparkplug B edge nodes and devices with plant-like signals
   millstream config   [--config FILE]       validate and print the effective configuration
   millstream passwd                         read a password on stdin, print its bcrypt hash for mqtt.users
   millstream version
@@ -43,6 +44,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdReplay(args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
+	case "simulate":
+		err = cmdSimulate(args[1:], stdout, stderr)
 	case "config":
 		err = cmdConfig(args[1:], stdout, stderr)
 	case "passwd":
