@@ -599,7 +599,7 @@ func TestSparkplugRebirthAndState(t *testing.T) {
 func TestSimulate(t *testing.T) {
 	s := startServer(t, writeConfig(t, t.TempDir(), ""))
 	cmd := exec.Command(millstreamBin(t), "simulate", "--broker", "tcp://127.0.0.1:"+s.port(),
-		"--nodes", "2", "--devices", "2", "--metrics", "6", "--rate", "20", "--duration", "3s", "--drop-every", "1s")
+		"--nodes", "2", "--devices", "2", "--metrics", "6", "--rate", "20", "--duration", "3s", "--drop-every", "1s", "--json", "1")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -642,8 +642,15 @@ func TestSimulate(t *testing.T) {
 			t.Errorf("node %+v", n)
 		}
 	}
-	if recs := points(t, s); len(recs) == 0 {
-		t.Error("no points in uns.points")
+	recs := points(t, s)
+	fromJSON := 0
+	for _, r := range recs {
+		if string(r.Key) == "sim/json/line1/machine" {
+			fromJSON++
+		}
+	}
+	if len(recs) == 0 || fromJSON == 0 {
+		t.Errorf("uns.points: %d points, %d from the JSON publisher", len(recs), fromJSON)
 	}
 	resp, err := http.Get(s.http + "/api/v1/topics/uns.deadletter/records")
 	if err != nil {

@@ -31,6 +31,7 @@ type simParams struct {
 	Rate     float64 // DDATA messages per second per device
 	Duration time.Duration
 	DropEach time.Duration // abrupt disconnect and reconnect of every node at this interval (0: never)
+	JSON     int           // plain-JSON publishers (UNS topics) besides the Sparkplug nodes
 	Seed     uint64
 }
 
@@ -60,14 +61,15 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&p.Metrics, "metrics", 10, "metrics per device (temperatures, counters, states, flags)")
 	fs.Float64Var(&p.Rate, "rate", 1, "DDATA messages per second per device")
 	fs.DurationVar(&p.Duration, "duration", 10*time.Second, "how long to run (at most 24h)")
+	fs.IntVar(&p.JSON, "json", 0, "plain-JSON publishers besides the Sparkplug nodes: each publishes {\"ts\",\"temperature\",\"count\",\"state\"} to GROUP/json/lineN/machine at --rate")
 	fs.DurationVar(&p.DropEach, "drop-every", 0, "drop every node's connection abruptly at this interval and reconnect (exercises deaths and rebirths)")
 	seed := fs.Uint64("seed", 1, "random seed, for reproducible signals")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
 	p.Seed = *seed
-	if p.Nodes < 1 || p.Devices < 0 || p.Metrics < 1 || p.Rate <= 0 || p.Duration <= 0 || p.Duration > 24*time.Hour {
-		return fmt.Errorf("%w: --nodes and --metrics must be at least 1, --rate and --duration positive (duration at most 24h)", errUsage)
+	if p.Nodes < 0 || p.JSON < 0 || p.Nodes+p.JSON == 0 || p.Devices < 0 || p.Metrics < 1 || p.Rate <= 0 || p.Duration <= 0 || p.Duration > 24*time.Hour {
+		return fmt.Errorf("%w: --nodes or --json must be at least 1, --metrics at least 1, --rate and --duration positive (duration at most 24h)", errUsage)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -85,6 +87,13 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) error {
 			n := &simNode{p: p, name: fmt.Sprintf("node%d", i+1), rng: rand.New(rand.NewPCG(p.Seed, uint64(i))),
 				births: &births, msgs: &msgs, points: &points, drops: &drops, errs: &errs, stderr: stderr}
 			n.run(ctx)
+		}()
+	}
+	for i := range p.JSON {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			simJSON(ctx, p, i+1, &msgs, &points, &errs, stderr)
 		}()
 	}
 	tick := time.NewTicker(2 * time.Second)
@@ -255,6 +264,41 @@ func (n *simNode) session(ctx context.Context) {
 				n.msgs.Add(1)
 				n.points.Add(int64(n.p.Metrics))
 			}
+		}
+	}
+}
+
+// simJSON is a plain MQTT publisher of a UNS topic: a flat JSON object of
+// tags with a shared millisecond timestamp, as brownfield gateways send.
+func simJSON(ctx context.Context, p simParams, line int, msgs, points, errs *atomic.Int64, stderr io.Writer) {
+	o := paho.NewClientOptions().AddBroker(p.Broker).SetClientID(fmt.Sprintf("%s-json-%d", p.Group, line)).
+		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second)
+	c := paho.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(15*time.Second) || tok.Error() != nil {
+		errs.Add(1)
+		fmt.Fprintf(stderr, "simulate: json publisher %d: connect to %s: %v\n", line, p.Broker, tok.Error())
+		return
+	}
+	defer c.Disconnect(250)
+	topic := fmt.Sprintf("%s/json/line%d/machine", p.Group, line)
+	t0 := time.Now()
+	tick := time.NewTicker(time.Duration(float64(time.Second) / p.Rate))
+	defer tick.Stop()
+	states := []string{"RUNNING", "RUNNING", "IDLE", "SETUP"}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case at := <-tick.C:
+			s := at.Sub(t0).Seconds()
+			body := fmt.Sprintf(`{"ts":%d,"temperature":%.2f,"count":%d,"state":%q}`, at.UnixMilli(),
+				55+10*math.Sin(s/20+float64(line)), int64(s*3), states[int(s/15)%len(states)])
+			if tok := c.Publish(topic, 1, false, body); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				errs.Add(1)
+				continue
+			}
+			msgs.Add(1)
+			points.Add(3)
 		}
 	}
 }
