@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	paho5 "github.com/eclipse/paho.golang/paho"
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/millstream/millstream/log"
@@ -454,5 +455,48 @@ func TestEmptyPasswordIsNoPassword(t *testing.T) {
 	connack := make([]byte, 4)
 	if _, err := io.ReadFull(conn, connack); err != nil || connack[0] != 0x20 || connack[3] != 0 {
 		t.Fatalf("CONNACK %x: %v", connack, err)
+	}
+}
+
+// TestNoLocalAfterPipelinedAck: a message fanned out after its durable append
+// keeps its publisher as origin, so an MQTT 5 no-local subscription of the
+// publisher does not get its own message back.
+func TestNoLocalAfterPipelinedAck(t *testing.T) {
+	b := startBroker(t, testConfig(), openLog(t, t.TempDir()), Options{})
+	conn, err := net.Dial("tcp", b.addr("tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	s := paho5.NewClient(paho5.ClientConfig{Conn: conn, PacketTimeout: testTimeout,
+		OnPublishReceived: []func(paho5.PublishReceived) (bool, error){func(r paho5.PublishReceived) (bool, error) {
+			got <- string(r.Packet.Payload)
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if _, err := s.Connect(ctx, &paho5.Connect{ClientID: "nolocal-self", CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Disconnect(&paho5.Disconnect{})
+	if _, err := s.Subscribe(ctx, &paho5.Subscribe{Subscriptions: []paho5.SubscribeOptions{{Topic: "nolocal/#", QoS: 1, NoLocal: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	other := dialV5(t, b.addr("tcp"), "nolocal-other", "", "")
+	if _, err := s.Publish(ctx, &paho5.Publish{Topic: "nolocal/own", QoS: 1, Payload: []byte("own")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Publish(ctx, &paho5.Publish{Topic: "nolocal/other", QoS: 1, Payload: []byte("other")}); err != nil {
+		t.Fatal(err)
+	}
+	// Deliveries to one client are in order: had its own message been sent
+	// to it, it would arrive before the other's.
+	select {
+	case p := <-got:
+		if p != "other" {
+			t.Fatalf("the no-local subscriber received %q", p)
+		}
+	case <-ctx.Done():
+		t.Fatal("the other client's message did not arrive")
 	}
 }
