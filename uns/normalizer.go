@@ -32,6 +32,9 @@ const (
 	HeaderOrigin = "deadletter.origin"
 )
 
+// contentTypeJSON is shared by every record: the log never modifies values.
+var contentTypeJSON = []byte("application/json")
+
 // NormalizerGroup is the consumer group name of the normaliser.
 const NormalizerGroup = "uns-normaliser"
 
@@ -203,29 +206,39 @@ func (n *Normalizer) Run(ctx context.Context) error {
 				continue
 			}
 			for j := range pts {
-				src := strconv.Itoa(int(r.Partition)) + ":" + strconv.FormatInt(r.Offset, 10) + ":" + strconv.Itoa(j)
 				p := &pts[j]
 				if n.opts.Tree != nil || n.opts.Live != nil {
 					written = append(written, *p)
 				}
-				if done[src] {
-					delete(done, src)
-					n.m.skipped.Add(1)
-					continue
-				}
+				// One allocation holds the record's value, key and source
+				// header: the log keeps them until the append is durable.
 				buf = AppendPointJSON(buf[:0], p)
+				vlen := len(buf)
 				key := p.Asset()
 				if key == "" {
 					key = p.Path
 				}
+				buf = append(buf, key...)
+				klen := len(buf)
+				buf = strconv.AppendInt(buf, int64(r.Partition), 10)
+				buf = append(buf, ':')
+				buf = strconv.AppendInt(buf, r.Offset, 10)
+				buf = append(buf, ':')
+				buf = strconv.AppendInt(buf, int64(j), 10)
+				if len(done) > 0 && done[string(buf[klen:])] {
+					delete(done, string(buf[klen:]))
+					n.m.skipped.Add(1)
+					continue
+				}
+				mem := append([]byte(nil), buf...)
 				b.produce(ctx, n.l, &log.Record{
 					Topic:     PointsTopic,
 					Timestamp: p.Time,
-					Key:       []byte(key),
-					Value:     append([]byte(nil), buf...),
+					Key:       mem[vlen:klen:klen],
+					Value:     mem[:vlen:vlen],
 					Headers: []log.Header{
-						{Key: HeaderSource, Value: []byte(src)},
-						{Key: HeaderContentType, Value: []byte("application/json")},
+						{Key: HeaderSource, Value: mem[klen:]},
+						{Key: HeaderContentType, Value: contentTypeJSON},
 					},
 				})
 				n.m.points.Add(1)
