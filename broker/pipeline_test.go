@@ -191,32 +191,41 @@ func TestPipelinedAcksInOrder(t *testing.T) {
 	}
 
 	// Every message is in the log exactly once, in per-topic order.
+	ingressOnceInOrder(t, l, n)
+}
+
+// ingressOnceInOrder checks that the ingress topic holds messages 1..n or
+// 0..n-1 (payloads are the numbers) exactly once each, in increasing order
+// per MQTT topic, and returns them by number.
+func ingressOnceInOrder(t *testing.T, l log.Log, n int) map[int]log.Record {
+	t.Helper()
 	info, err := l.Topic(context.Background(), "mqtt.ingress")
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen := map[int]bool{}
+	seen := map[int]log.Record{}
 	last := map[string]int{}
 	for _, p := range info.Partitions {
 		recs, err := l.Fetch(context.Background(), "mqtt.ingress", p.Partition, 0, log.FetchOptions{MaxRecords: n})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, rec := range recs {
-			i, _ := strconv.Atoi(string(rec.Value))
-			if seen[i] {
+		for _, r := range recs {
+			i, _ := strconv.Atoi(string(r.Value))
+			if _, dup := seen[i]; dup {
 				t.Errorf("message %d appended twice", i)
 			}
-			seen[i] = true
-			if i <= last[string(rec.Key)] {
-				t.Errorf("topic %s: message %d after %d", rec.Key, i, last[string(rec.Key)])
+			seen[i] = r
+			if prev, ok := last[string(r.Key)]; ok && i <= prev {
+				t.Errorf("topic %s: message %d appended after %d", r.Key, i, prev)
 			}
-			last[string(rec.Key)] = i
+			last[string(r.Key)] = i
 		}
 	}
 	if len(seen) != n {
 		t.Errorf("log holds %d of %d messages", len(seen), n)
 	}
+	return seen
 }
 
 // TestPipelinedFanOutKeepsPublisherOrder publishes QoS 1 and QoS 0 messages
@@ -365,34 +374,10 @@ func TestQoS2AmongPipelinedQoS1(t *testing.T) {
 			t.Fatalf("publish %d (QoS %d): %v", i, 1+btoi(i%3 == 0), tk.Error())
 		}
 	}
-	info, err := l.Topic(context.Background(), "mqtt.ingress")
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[int]bool{}
-	last := map[string]int{}
-	for _, p := range info.Partitions {
-		recs, err := l.Fetch(context.Background(), "mqtt.ingress", p.Partition, 0, log.FetchOptions{MaxRecords: n})
-		if err != nil {
-			t.Fatal(err)
+	for i, r := range ingressOnceInOrder(t, l, n) {
+		if want := strconv.Itoa(1 + btoi(i%3 == 0)); header(r, HeaderQoS) != want {
+			t.Errorf("message %d: mqtt.qos %s, want %s", i, header(r, HeaderQoS), want)
 		}
-		for _, r := range recs {
-			i, _ := strconv.Atoi(string(r.Value))
-			if seen[i] {
-				t.Errorf("message %d appended twice", i)
-			}
-			seen[i] = true
-			if prev, ok := last[string(r.Key)]; ok && i <= prev {
-				t.Errorf("topic %s: message %d appended after %d", r.Key, i, prev)
-			}
-			last[string(r.Key)] = i
-			if want := strconv.Itoa(1 + btoi(i%3 == 0)); header(r, HeaderQoS) != want {
-				t.Errorf("message %d: mqtt.qos %s, want %s", i, header(r, HeaderQoS), want)
-			}
-		}
-	}
-	if len(seen) != n {
-		t.Errorf("log holds %d of %d messages", len(seen), n)
 	}
 }
 
