@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the external peers the tests talk to (DESIGN.md, Testing): the
-# mosquitto broker and clients (Debian), and Eclipse Tahu's Sparkplug B
+# mosquitto broker and clients and kcat (Debian), and Eclipse Tahu's Sparkplug B
 # client (npm). apt needs root or sudo; without them it says what is
 # missing, and those tests skip (or fail under CI=true).
 set -euo pipefail
@@ -10,6 +10,7 @@ need=()
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
+command -v kcat >/dev/null 2>&1 || need+=(kcat)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then sudo=; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo=sudo; else sudo=none; fi
   if [ "$sudo" = none ]; then
