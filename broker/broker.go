@@ -243,6 +243,11 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err != nil && !errors.Is(err, log.ErrTopicExists) {
 		return fmt.Errorf("create MQTT ingress topic %s: %w", b.cfg.IngressTopic, err)
 	}
+	info, err := b.log.Topic(ctx, b.cfg.IngressTopic)
+	if err != nil {
+		return fmt.Errorf("MQTT ingress topic %s: %w", b.cfg.IngressTopic, err)
+	}
+	b.ingest.partitions = int32(len(info.Partitions))
 	if err := b.state.load(ctx); err != nil {
 		return err
 	}

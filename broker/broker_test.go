@@ -190,14 +190,20 @@ func metricValue(m *dto.Metric) float64 {
 // least n are there.
 func readTopic(t *testing.T, l log.Log, topic string, n int) []log.Record {
 	t.Helper()
+	return readTopicPartition(t, l, topic, 0, n)
+}
+
+// readTopicPartition waits for the first n records of one partition.
+func readTopicPartition(t *testing.T, l log.Log, topic string, partition int32, n int) []log.Record {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	var out []log.Record
 	var off int64
 	for len(out) < n {
-		recs, err := l.Fetch(ctx, topic, 0, off, log.FetchOptions{Wait: true})
+		recs, err := l.Fetch(ctx, topic, partition, off, log.FetchOptions{Wait: true})
 		if err != nil {
-			t.Fatalf("fetch %s at %d (have %d of %d records): %v", topic, off, len(out), n, err)
+			t.Fatalf("fetch %s/%d at %d (have %d of %d records): %v", topic, partition, off, len(out), n, err)
 		}
 		for _, r := range recs {
 			out = append(out, r)

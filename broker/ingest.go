@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -73,15 +74,18 @@ var (
 //     the connection is closed and the client resends after reconnecting.
 type ingestHook struct {
 	mqtt.HookBase
-	b       *Broker
-	topic   string
-	pool    sync.Pool
-	ackers  sync.Map       // *mqtt.Client -> *acker
-	fanout  *mqtt.Client   // inline client through which queued messages are fanned out
-	pending sync.WaitGroup // appends not yet reported (and, for queued ones, handed back)
-	idle    chan *acker    // unbuffered: idle drain workers receive here
-	dropLog rateLimit
-	failLog rateLimit
+	b     *Broker
+	topic string
+	// partitions of the ingress topic, read at Start; Sparkplug messages
+	// are placed by edge node (IngressPartitionKey) when it is above 1.
+	partitions int32
+	pool       sync.Pool
+	ackers     sync.Map       // *mqtt.Client -> *acker
+	fanout     *mqtt.Client   // inline client through which queued messages are fanned out
+	pending    sync.WaitGroup // appends not yet reported (and, for queued ones, handed back)
+	idle       chan *acker    // unbuffered: idle drain workers receive here
+	dropLog    rateLimit
+	failLog    rateLimit
 }
 
 // reinjectMark marks a packet handed back to mochi after its append. Packets
@@ -139,6 +143,34 @@ func (h *ingestHook) put(ir *ingressRecord) {
 	h.pool.Put(ir)
 }
 
+// IngressPartitionKey is what picks the ingress partition of a message
+// published on topic: the topic itself, except for Sparkplug B, where it is
+// "spBv1.0/{group}/{edge_node}". A Sparkplug edge node numbers the messages
+// of the node and all its devices in one sequence, and a device's DBIRTH
+// must be read after its node's NBIRTH, so everything of one edge node
+// shares a partition and stays in order. The record key stays the topic.
+func IngressPartitionKey(topic string) string {
+	const prefix = "spBv1.0/"
+	if !strings.HasPrefix(topic, prefix) {
+		return topic
+	}
+	// spBv1.0/{group}/{type}/{node}[/{device}]
+	rest := topic[len(prefix):]
+	g := strings.IndexByte(rest, '/')
+	if g < 0 {
+		return topic
+	}
+	t := strings.IndexByte(rest[g+1:], '/')
+	if t < 0 {
+		return topic // spBv1.0/STATE/{host}: one message kind, its own key
+	}
+	node := rest[g+1+t+1:]
+	if d := strings.IndexByte(node, '/'); d >= 0 {
+		node = node[:d]
+	}
+	return topic[:len(prefix)+g+1] + node
+}
+
 // bytesOf views a string as bytes without copying. The log never modifies
 // record bytes, and strings are immutable, so sharing is safe.
 func bytesOf(s string) []byte {
@@ -151,6 +183,11 @@ func (ir *ingressRecord) fill(topic string, clientID string, pk *packets.Packet,
 		Timestamp: now,
 		Key:       bytesOf(pk.TopicName),
 		Value:     pk.Payload,
+	}
+	if n := ir.h.partitions; n > 1 {
+		if k := IngressPartitionKey(pk.TopicName); len(k) != len(pk.TopicName) {
+			ir.rec.Partition, ir.rec.PartitionSet = log.PartitionForKey(bytesOf(k), n), true
+		}
 	}
 	hs := ir.hdrs[:0]
 	hs = append(hs,

@@ -485,3 +485,38 @@ func TestNoLocalAfterPipelinedAck(t *testing.T) {
 		t.Fatal("the other client's message did not arrive")
 	}
 }
+
+// TestSparkplugMessagesShareTheirNodePartition: with a partitioned ingress
+// topic, every message of one Sparkplug edge node (node and device births,
+// data, deaths) lands in one partition, in publish order, so that the host
+// application reads NBIRTH before DBIRTH and sequence numbers in order.
+func TestSparkplugMessagesShareTheirNodePartition(t *testing.T) {
+	for topic, want := range map[string]string{
+		"spBv1.0/acme/NBIRTH/press7":       "spBv1.0/acme/press7",
+		"spBv1.0/acme/DDATA/press7/mold1":  "spBv1.0/acme/press7",
+		"spBv1.0/acme/DCMD/press7/mold1/x": "spBv1.0/acme/press7",
+		"spBv1.0/STATE/host":               "spBv1.0/STATE/host",
+		"spBv1.0/acme":                     "spBv1.0/acme",
+		"plant/line1/temp":                 "plant/line1/temp",
+	} {
+		if got := IngressPartitionKey(topic); got != want {
+			t.Errorf("IngressPartitionKey(%q) = %q, want %q", topic, got, want)
+		}
+	}
+
+	l := openPartitionedLog(t, 8)
+	b := startBroker(t, testConfig(), l, Options{})
+	topics := []string{"spBv1.0/g/NBIRTH/n1", "spBv1.0/g/DBIRTH/n1/d1", "spBv1.0/g/DBIRTH/n1/d2", "spBv1.0/g/DDATA/n1/d2", "spBv1.0/g/NDATA/n1", "spBv1.0/g/DDATA/n1/d1", "spBv1.0/g/NDEATH/n1"}
+	for i, topic := range topics {
+		if err := b.Publish(topic, []byte{byte(i)}, false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := log.PartitionForKey([]byte("spBv1.0/g/n1"), 8)
+	recs := readTopicPartition(t, l, "mqtt.ingress", want, len(topics))
+	for i, r := range recs {
+		if string(r.Key) != topics[i] || r.Value[0] != byte(i) {
+			t.Errorf("record %d of partition %d: %s %v, want %s", i, want, r.Key, r.Value, topics[i])
+		}
+	}
+}
