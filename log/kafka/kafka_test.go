@@ -27,7 +27,7 @@ func testOptions(c *kfake.Cluster) Options {
 	return Options{
 		Brokers:                c.ListenAddrs(),
 		GroupHeartbeatInterval: 100 * time.Millisecond,
-		GroupSessionTimeout:    3 * time.Second,
+		GroupSessionTimeout:    6 * time.Second, // Kafka's (and kfake's) group.min.session.timeout.ms
 		GroupRebalanceTimeout:  5 * time.Second,
 	}
 }
