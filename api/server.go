@@ -54,6 +54,8 @@ type Options struct {
 	// Sparkplug reports edge nodes on GET /api/v1/sparkplug/nodes; nil
 	// answers 404.
 	Sparkplug SparkplugNodes
+	// Commands accepts POST /api/v1/commands; nil answers 404.
+	Commands Commands
 }
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
@@ -65,6 +67,7 @@ type Server struct {
 	ns      Namespace
 	live    LiveNamespace
 	spb     SparkplugNodes
+	cmds    Commands
 
 	// stopping is closed when Serve begins its graceful shutdown, so that
 	// streams that never end by themselves (live events) let it finish.
@@ -103,6 +106,7 @@ func New(o Options) *Server {
 		ns:      o.Namespace,
 		live:    o.Live,
 		spb:     o.Sparkplug,
+		cmds:    o.Commands,
 
 		stopping: make(chan struct{}),
 		mux:      http.NewServeMux(),
@@ -151,6 +155,7 @@ func New(o Options) *Server {
 	s.route("GET /api/v1/uns", http.HandlerFunc(s.browseUNS))
 	s.route("GET /api/v1/uns/live", http.HandlerFunc(s.liveUNS))
 	s.route("GET /api/v1/sparkplug/nodes", http.HandlerFunc(s.sparkplugNodes))
+	s.route("POST /api/v1/commands", http.HandlerFunc(s.postCommand))
 	s.route("GET /api/v1/topics", http.HandlerFunc(s.listTopics))
 	s.route("GET /api/v1/topics/{topic}", http.HandlerFunc(s.getTopic))
 	s.route("GET /api/v1/topics/{topic}/records", http.HandlerFunc(s.records))

@@ -21,6 +21,7 @@ type Config struct {
 	Logging   Logging   `yaml:"logging"`
 	Sparkplug Sparkplug `yaml:"sparkplug"`
 	UNS       UNS       `yaml:"uns"`
+	Commands  Commands  `yaml:"commands"`
 
 	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
 	// Parse or Load found them, so Validate can point at the line to fix.
@@ -45,6 +46,31 @@ type UNS struct {
 	// TreeWindow is how far back the live namespace is loaded from
 	// uns.points at start.
 	TreeWindow Duration `yaml:"tree_window"`
+	// Mappings put brownfield MQTT topic trees into the namespace; the
+	// first rule whose topic pattern matches applies.
+	Mappings []Mapping `yaml:"mappings"`
+}
+
+// Mapping is one brownfield mapping rule (uns.MappingRule).
+type Mapping struct {
+	Topic     string  `yaml:"topic"`
+	Path      string  `yaml:"path"`
+	Tag       string  `yaml:"tag"`
+	Value     string  `yaml:"value"`
+	Timestamp string  `yaml:"timestamp"`
+	Quality   string  `yaml:"quality"`
+	Unit      string  `yaml:"unit"`
+	Scale     float64 `yaml:"scale"`
+	Offset    float64 `yaml:"offset"`
+}
+
+// Commands configures writes to devices (Sparkplug NCMD/DCMD), which are
+// off unless a pattern allows them.
+type Commands struct {
+	// Allow are namespace patterns (+, #) commands may write to.
+	Allow []string `yaml:"allow"`
+	// MaxAge refuses requests older than this when they are handled.
+	MaxAge Duration `yaml:"max_age"`
 }
 
 // Log configures the event log.
@@ -190,6 +216,7 @@ func Default() Config {
 		Logging:   Logging{Level: "info", Format: "text"},
 		Sparkplug: Sparkplug{HostID: "millstream", CheckpointInterval: Duration(time.Second)},
 		UNS:       UNS{TreeWindow: Duration(24 * time.Hour)},
+		Commands:  Commands{MaxAge: Duration(time.Minute)},
 	}
 }
 

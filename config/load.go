@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"reflect"
 	"regexp"
@@ -689,6 +690,12 @@ func setLeaf(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not a whole number", s)
 		}
 		v.SetUint(x)
+	case reflect.Float64:
+		x, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+			return fmt.Errorf("%q is not a finite number", s)
+		}
+		v.SetFloat(x)
 	default:
 		// Reached only if a field of a new type is added to the schema.
 		return fmt.Errorf("values of type %s cannot be configured (a bug in package config)", v.Type())

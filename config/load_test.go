@@ -66,6 +66,15 @@ func TestParseErrors(t *testing.T) {
 			want: []string{"f.yaml:4: log.topics[a.b].partition: unknown key (did you mean partitions?)"},
 		},
 		{
+			name: "mapping rule and commands",
+			yaml: "uns:\n  mappings:\n    - topic: f/{line}/x\n      path: acme/{line}/{cell}\n    - topic: g/#\n      path: a\n      scale: lots\ncommands:\n  allow: [a/#/b]\n",
+			want: []string{
+				"f.yaml:4: uns.mappings[0].path: {cell} is not captured by the topic pattern",
+				"f.yaml:7: uns.mappings[1].scale: \"lots\" is not a finite number",
+				"f.yaml:9: commands.allow[0]: pattern \"a/#/b\": # must be the last segment",
+			},
+		},
+		{
 			name: "duration without unit",
 			yaml: "log:\n  fsync_interval: 30\n",
 			want: []string{`f.yaml:2: log.fsync_interval: "30" has no unit; use a unit, e.g. 500ms, 30s, 7d`},
@@ -118,7 +127,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "file is not a mapping",
 			yaml: "- a\n- b\n",
-			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns), not a list"},
+			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands), not a list"},
 		},
 		{
 			name: "duplicate key",

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	mlog "github.com/millstream/millstream/log"
+	"github.com/millstream/millstream/uns"
 )
 
 // stateTopic is broker.DefaultStateTopic, where the broker keeps sessions and
@@ -118,7 +119,44 @@ func validate(c Config) []*fieldError {
 	if c.UNS.TreeWindow <= 0 {
 		k.add("uns.tree_window", c.UNS.TreeWindow, "must be positive, e.g. 24h")
 	}
+	for i, m := range c.UNS.Mappings {
+		p := "uns.mappings[" + strconv.Itoa(i) + "]"
+		field, err := uns.CheckMappingRule(uns.MappingRule(m))
+		if err != nil {
+			if field == "" {
+				field = "topic"
+			}
+			k.add(p+"."+field, mappingField(m, field), "%v", err)
+		}
+	}
+	for i, pat := range c.Commands.Allow {
+		if err := uns.ValidatePattern(pat); err != nil {
+			k.add("commands.allow["+strconv.Itoa(i)+"]", pat, "%v; use a namespace path with + (one level) and # (the rest), e.g. acme/plant1/+/Setpoint", err)
+		}
+	}
+	if d := time.Duration(c.Commands.MaxAge); d <= 0 || d > 24*time.Hour {
+		k.add("commands.max_age", c.Commands.MaxAge, "%s is out of range; use above 0 to 24h", c.Commands.MaxAge)
+	}
 	return k.errs
+}
+
+// mappingField is the value of a mapping rule's field, for error origins.
+func mappingField(m Mapping, field string) any {
+	switch field {
+	case "path":
+		return m.Path
+	case "tag":
+		return m.Tag
+	case "value":
+		return m.Value
+	case "timestamp":
+		return m.Timestamp
+	case "quality":
+		return m.Quality
+	case "scale":
+		return m.Scale
+	}
+	return m.Topic
 }
 
 func (k *checker) sparkplug(s Sparkplug) {

@@ -35,11 +35,13 @@ type Node struct {
 	log    *embedded.Log
 	broker *broker.Broker
 	norm   *uns.Normalizer
+	cmds   *uns.Commander
 	api    *api.Server
 
 	httpLn  net.Listener
 	httpErr chan error
 	normErr chan error
+	cmdsErr chan error
 	cancel  context.CancelFunc
 	ready   atomic.Bool
 
@@ -71,6 +73,15 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	n.broker = b
 
+	var rules []uns.MappingRule
+	for _, m := range cfg.UNS.Mappings {
+		rules = append(rules, uns.MappingRule(m))
+	}
+	mapper, err := uns.NewMapper(rules)
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("uns.mappings: %w", err)
+	}
 	tree, live := uns.NewTree(), uns.NewLive()
 	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
 		Source:             cfg.MQTT.IngressTopic,
@@ -79,9 +90,21 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		TreeWindow:         time.Duration(cfg.UNS.TreeWindow),
 		Live:               live,
 		Publish:            b.Publish,
+		Mapper:             mapper,
 		ReorderWindow:      cfg.Sparkplug.ReorderWindow,
 		CheckpointInterval: time.Duration(cfg.Sparkplug.CheckpointInterval),
 	})
+
+	n.cmds, err = uns.NewCommander(l, n.norm, uns.CommanderOptions{
+		Allow:   cfg.Commands.Allow,
+		MaxAge:  time.Duration(cfg.Commands.MaxAge),
+		Publish: b.Publish,
+		Logger:  logger.With("component", "commands"),
+	})
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("commands: %w", err)
+	}
 
 	reg := api.NewRegistry()
 	if err := l.Register(reg); err != nil {
@@ -96,6 +119,10 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		l.Close()
 		return nil, fmt.Errorf("register namespace metrics: %w", err)
 	}
+	if err := reg.Register(n.cmds); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("register command metrics: %w", err)
+	}
 	n.api = api.New(api.Options{
 		Log:       l,
 		Gatherer:  reg,
@@ -105,6 +132,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		Namespace: tree,
 		Live:      live,
 		Sparkplug: n.norm,
+		Commands:  n.cmds,
 	})
 	return n, nil
 }
@@ -184,6 +212,15 @@ func (n *Node) Start(ctx context.Context) error {
 		n.normErr <- err
 	}()
 
+	n.cmdsErr = make(chan error, 1)
+	go func() {
+		err := n.cmds.Run(ctx)
+		if err != nil {
+			n.logger.Error("command handling stopped; requests stay in the commands topic and are handled (or expire) at the next start", "error", err)
+		}
+		n.cmdsErr <- err
+	}()
+
 	n.httpLn = ln
 	n.httpErr = make(chan error, 1)
 	go func() { n.httpErr <- n.api.Serve(ctx, ln) }()
@@ -238,6 +275,9 @@ func (n *Node) Close() error {
 		}
 		if n.normErr != nil {
 			<-n.normErr // logged where it happened
+		}
+		if n.cmdsErr != nil {
+			<-n.cmdsErr
 		}
 		if err := n.log.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("log: %w", err))

@@ -48,7 +48,9 @@ func (p *published) len() int {
 // (Mode String).
 func bornNormalizer(t *testing.T, l log.Log) *Normalizer {
 	t.Helper()
-	if err := l.CreateTopic(context.Background(), "mqtt.ingress", log.TopicConfig{}); err != nil {
+	// One partition: the broker keeps an edge node's messages in one
+	// partition (broker.IngressPartitionKey); this test appends directly.
+	if err := l.CreateTopic(context.Background(), "mqtt.ingress", log.TopicConfig{Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
 	ingestSpb(t, l, "spBv1.0/acme/NBIRTH/press7", 0,

@@ -63,6 +63,9 @@ type NormalizerOptions struct {
 	// ReorderWindow is the Sparkplug host's tolerance for messages arriving
 	// out of sequence (sparkplug.HostOptions.ReorderWindow).
 	ReorderWindow int
+	// Mapper, when set, maps brownfield topics into the namespace before
+	// the plain payload rules apply (see MappingRule).
+	Mapper *Mapper
 	// CheckpointInterval bounds how often the Sparkplug host state is
 	// written (with the offsets it belongs to); default 1 s.
 	CheckpointInterval time.Duration
@@ -199,7 +202,11 @@ func (n *Normalizer) Run(ctx context.Context) error {
 				pts, err = n.sparkplug(pts[:0], r)
 				hostDirty = true
 			} else {
-				pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
+				var mapped bool
+				pts, mapped, err = n.opts.Mapper.Normalize(pts[:0], topic, r.Value, r.Timestamp)
+				if !mapped {
+					pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
+				}
 			}
 			if err != nil {
 				n.deadLetter(ctx, b, r, err)

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/millstream/millstream/broker"
 	"github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
 )
@@ -28,16 +27,9 @@ func openLog(t *testing.T) *embedded.Log {
 	return l
 }
 
-// ingest appends a message to mqtt.ingress as the broker does, in the
-// partition broker.IngressPartitionKey picks.
 func ingest(t *testing.T, l log.Log, topic, payload string) {
 	t.Helper()
-	r := &log.Record{Topic: "mqtt.ingress", Key: []byte(topic), Value: []byte(payload), Timestamp: received}
-	if info, err := l.Topic(context.Background(), r.Topic); err == nil {
-		r.Partition = log.PartitionForKey([]byte(broker.IngressPartitionKey(topic)), int32(len(info.Partitions)))
-		r.PartitionSet = true
-	}
-	err := l.ProduceSync(context.Background(), r)
+	err := l.ProduceSync(context.Background(), &log.Record{Topic: "mqtt.ingress", Key: []byte(topic), Value: []byte(payload), Timestamp: received})
 	if err != nil {
 		t.Fatal(err)
 	}
