@@ -2,7 +2,9 @@ package uns
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -15,9 +17,16 @@ import (
 // into points: path group/edge_node[/device]/metric name (a metric name's
 // slashes make deeper levels, as Sparkplug folders do), quality stale after
 // a death and bad for null values, unit from the engUnit property, source
-// spb:group/edge_node[/device]. It returns how many updates it could not
-// turn into a point (arrays, DataSets, Templates and property sets have no
-// point type yet; names that do not make a valid path).
+// spb:group/edge_node[/device].
+//
+// Values without a scalar point type keep their content: an array becomes
+// a string point holding the JSON array, a DataSet a string point holding
+// {"columns","types","rows"}, and a Template instance one point per member
+// metric under the metric's path (a UDT instance is a folder of tags),
+// nested templates nesting further. Template definitions (schema, in
+// births) are not values and make no point. It returns how many updates it
+// could not turn into a point (property sets; names that do not make a
+// valid path).
 func sparkplugPoints(dst []Point, ups []sparkplug.MetricUpdate) ([]Point, int) {
 	dropped := 0
 	for i := range ups {
@@ -31,38 +40,155 @@ func sparkplugPoints(dst []Point, ups []sparkplug.MetricUpdate) ([]Point, int) {
 			dropped++
 			continue
 		}
-		p := Point{Path: path, Time: u.Timestamp, Quality: Good, Unit: u.Unit, Source: "spb:" + src}
-		switch v := u.Value; v.Kind {
-		case sparkplug.KindNull:
-			p.Quality = Bad
-		case sparkplug.KindInt:
-			p.Value = IntValue(v.Int)
-		case sparkplug.KindUint:
-			p.Value = UintValue(v.Uint)
-		case sparkplug.KindFloat:
-			p.Value = FloatValue(v.Float)
-		case sparkplug.KindBool:
-			p.Value = BoolValue(v.Bool)
-		case sparkplug.KindString:
-			p.Value = StringValue(v.Str)
-		case sparkplug.KindBytes:
-			p.Value = BytesValue(v.Bytes)
-		case sparkplug.KindTime:
-			// A DateTime is milliseconds since the epoch on the wire too.
-			p.Value = IntValue(v.Time.UnixMilli())
-			if p.Unit == "" {
-				p.Unit = "ms since epoch"
-			}
-		default:
-			dropped++
-			continue
-		}
+		q := Good
 		if u.Stale {
-			p.Quality = Stale
+			q = Stale
 		}
-		dst = append(dst, p)
+		var ok bool
+		dst, ok = appendSparkplugValue(dst, Point{Path: path, Time: u.Timestamp, Quality: q, Unit: u.Unit, Source: "spb:" + src}, u.Value, 0)
+		if !ok {
+			dropped++
+		}
 	}
 	return dst, dropped
+}
+
+// appendSparkplugValue appends the point(s) of one value; p carries
+// everything but the value.
+func appendSparkplugValue(dst []Point, p Point, v sparkplug.Value, depth int) ([]Point, bool) {
+	switch v.Kind {
+	case sparkplug.KindNull:
+		p.Quality = max(p.Quality, Bad)
+	case sparkplug.KindInt:
+		p.Value = IntValue(v.Int)
+	case sparkplug.KindUint:
+		p.Value = UintValue(v.Uint)
+	case sparkplug.KindFloat:
+		p.Value = FloatValue(v.Float)
+	case sparkplug.KindBool:
+		p.Value = BoolValue(v.Bool)
+	case sparkplug.KindString:
+		p.Value = StringValue(v.Str)
+	case sparkplug.KindBytes:
+		p.Value = BytesValue(v.Bytes)
+	case sparkplug.KindTime:
+		// A DateTime is milliseconds since the epoch on the wire too.
+		p.Value = IntValue(v.Time.UnixMilli())
+		if p.Unit == "" {
+			p.Unit = "ms since epoch"
+		}
+	case sparkplug.KindIntArray, sparkplug.KindUintArray, sparkplug.KindFloatArray, sparkplug.KindBoolArray,
+		sparkplug.KindStringArray, sparkplug.KindTimeArray, sparkplug.KindDataSet:
+		p.Value = StringValue(string(appendSparkplugJSON(nil, v)))
+	case sparkplug.KindTemplate:
+		t := v.Template
+		if t == nil || t.IsDefinition {
+			return dst, true
+		}
+		if depth >= maxObjectDepth {
+			return dst, false
+		}
+		all := true
+		for _, m := range t.Metrics {
+			mp := p
+			mp.Path = p.Path + "/" + m.Name
+			mp.Unit = unitOfProps(m.Properties)
+			if m.Timestamp != 0 {
+				mp.Time = time.UnixMilli(int64(m.Timestamp)).UTC()
+			}
+			if m.Name == "" || ValidatePath(mp.Path) != nil {
+				all = false
+				continue
+			}
+			var ok bool
+			if dst, ok = appendSparkplugValue(dst, mp, m.Value, depth+1); !ok {
+				all = false
+			}
+		}
+		return dst, all
+	default:
+		return dst, false
+	}
+	return append(dst, p), true
+}
+
+func unitOfProps(props []sparkplug.Property) string {
+	for _, pr := range props {
+		if pr.Key == sparkplug.EngUnitProperty && pr.Value.Kind == sparkplug.KindString {
+			return pr.Value.Str
+		}
+	}
+	return ""
+}
+
+// appendSparkplugJSON writes an array or DataSet value as JSON: numbers as
+// numbers (non-finite floats as null, which JSON has no other word for),
+// DateTimes as milliseconds since the epoch.
+func appendSparkplugJSON(b []byte, v sparkplug.Value) []byte {
+	switch v.Kind {
+	case sparkplug.KindNull:
+		return append(b, "null"...)
+	case sparkplug.KindInt:
+		return strconv.AppendInt(b, v.Int, 10)
+	case sparkplug.KindUint:
+		return strconv.AppendUint(b, v.Uint, 10)
+	case sparkplug.KindFloat:
+		return appendJSONFloat(b, v.Float)
+	case sparkplug.KindBool:
+		return strconv.AppendBool(b, v.Bool)
+	case sparkplug.KindString:
+		return log.AppendJSONString(b, v.Str)
+	case sparkplug.KindTime:
+		return strconv.AppendInt(b, v.Time.UnixMilli(), 10)
+	case sparkplug.KindBytes:
+		return log.AppendJSONString(b, base64.StdEncoding.EncodeToString(v.Bytes))
+	case sparkplug.KindIntArray:
+		return appendJSONArray(b, len(v.Ints), func(b []byte, i int) []byte { return strconv.AppendInt(b, v.Ints[i], 10) })
+	case sparkplug.KindUintArray:
+		return appendJSONArray(b, len(v.Uints), func(b []byte, i int) []byte { return strconv.AppendUint(b, v.Uints[i], 10) })
+	case sparkplug.KindFloatArray:
+		return appendJSONArray(b, len(v.Floats), func(b []byte, i int) []byte { return appendJSONFloat(b, v.Floats[i]) })
+	case sparkplug.KindBoolArray:
+		return appendJSONArray(b, len(v.Bools), func(b []byte, i int) []byte { return strconv.AppendBool(b, v.Bools[i]) })
+	case sparkplug.KindStringArray:
+		return appendJSONArray(b, len(v.Strings), func(b []byte, i int) []byte { return log.AppendJSONString(b, v.Strings[i]) })
+	case sparkplug.KindTimeArray:
+		return appendJSONArray(b, len(v.Times), func(b []byte, i int) []byte { return strconv.AppendInt(b, v.Times[i].UnixMilli(), 10) })
+	case sparkplug.KindDataSet:
+		ds := v.DataSet
+		if ds == nil {
+			return append(b, "null"...)
+		}
+		b = append(b, `{"columns":`...)
+		b = appendJSONArray(b, len(ds.Columns), func(b []byte, i int) []byte { return log.AppendJSONString(b, ds.Columns[i]) })
+		b = append(b, `,"types":`...)
+		b = appendJSONArray(b, len(ds.Types), func(b []byte, i int) []byte { return log.AppendJSONString(b, ds.Types[i].String()) })
+		b = append(b, `,"rows":`...)
+		b = appendJSONArray(b, len(ds.Rows), func(b []byte, i int) []byte {
+			row := ds.Rows[i]
+			return appendJSONArray(b, len(row), func(b []byte, j int) []byte { return appendSparkplugJSON(b, row[j]) })
+		})
+		return append(b, '}')
+	}
+	return append(b, "null"...)
+}
+
+func appendJSONArray(b []byte, n int, elem func([]byte, int) []byte) []byte {
+	b = append(b, '[')
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = elem(b, i)
+	}
+	return append(b, ']')
+}
+
+func appendJSONFloat(b []byte, f float64) []byte {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return append(b, "null"...)
+	}
+	return strconv.AppendFloat(b, f, 'g', -1, 64)
 }
 
 // HostStateTopic holds checkpoints of the Sparkplug host application state

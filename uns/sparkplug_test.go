@@ -4,7 +4,9 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -94,5 +96,60 @@ func TestNormalizerSparkplug(t *testing.T) {
 	}
 	if !found {
 		t.Error("no point acme/press7/Count = 8 after the restart")
+	}
+}
+
+// TestSparkplugComplexValues: arrays and DataSets become string points with
+// their JSON, Template instances one point per member, definitions none.
+func TestSparkplugComplexValues(t *testing.T) {
+	ts := received
+	up := func(name string, v sparkplug.Value) sparkplug.MetricUpdate {
+		return sparkplug.MetricUpdate{Group: "g", EdgeNode: "n", Device: "d", Name: name, Value: v, Timestamp: ts}
+	}
+	nan := sparkplug.Value{Kind: sparkplug.KindFloatArray, Floats: []float64{1.5, math.NaN(), -2}}
+	ds := sparkplug.Value{Kind: sparkplug.KindDataSet, DataSet: &sparkplug.DataSetValue{
+		Columns: []string{"step", "ok"}, Types: []sparkplug.DataType{sparkplug.Int32, sparkplug.Boolean},
+		Rows: [][]sparkplug.Value{{sparkplug.IntValue(1), sparkplug.BoolValue(true)}, {sparkplug.IntValue(2), sparkplug.Null()}}}}
+	inner := &sparkplug.TemplateValue{TemplateRef: "Axis", Metrics: []sparkplug.TemplateMetric{{Name: "Pos", Type: sparkplug.Double, Value: sparkplug.FloatValue(3.25), Timestamp: 1000}}}
+	tpl := sparkplug.Value{Kind: sparkplug.KindTemplate, Template: &sparkplug.TemplateValue{TemplateRef: "Motor", Metrics: []sparkplug.TemplateMetric{
+		{Name: "Speed", Type: sparkplug.Float, Value: sparkplug.FloatValue(12.5),
+			Properties: []sparkplug.Property{{Key: sparkplug.EngUnitProperty, Type: sparkplug.String, Value: sparkplug.StringValue("rpm")}}},
+		{Name: "X", Type: sparkplug.Template, Value: sparkplug.Value{Kind: sparkplug.KindTemplate, Template: inner}},
+	}}}
+	def := sparkplug.Value{Kind: sparkplug.KindTemplate, Template: &sparkplug.TemplateValue{IsDefinition: true}}
+	props := sparkplug.Value{Kind: sparkplug.KindPropertySet}
+
+	pts, dropped := sparkplugPoints(nil, []sparkplug.MetricUpdate{
+		up("Bits", sparkplug.Value{Kind: sparkplug.KindBoolArray, Bools: []bool{true, false}}),
+		up("Spectrum", nan),
+		up("Names", sparkplug.Value{Kind: sparkplug.KindStringArray, Strings: []string{"a\"b", "c"}}),
+		up("Recipe", ds),
+		up("Motor1", tpl),
+		up("_types_/Motor", def),
+		up("Props", props),
+	})
+	if dropped != 1 {
+		t.Errorf("dropped %d, want 1 (the property set)", dropped)
+	}
+	got := map[string]string{}
+	for _, p := range pts {
+		got[p.Path] = p.Value.Kind().String() + " " + p.Value.String() + " " + p.Unit + " " + p.Time.Format(time.RFC3339)
+	}
+	at := ts.Format(time.RFC3339)
+	want := map[string]string{
+		"g/n/d/Bits":         `string [true,false]  ` + at,
+		"g/n/d/Spectrum":     `string [1.5,null,-2]  ` + at,
+		"g/n/d/Names":        `string ["a\"b","c"]  ` + at,
+		"g/n/d/Recipe":       `string {"columns":["step","ok"],"types":["Int32","Boolean"],"rows":[[1,true],[2,null]]}  ` + at,
+		"g/n/d/Motor1/Speed": `float 12.5 rpm ` + at,
+		"g/n/d/Motor1/X/Pos": `float 3.25  ` + time.UnixMilli(1000).UTC().Format(time.RFC3339),
+	}
+	if len(got) != len(want) {
+		t.Errorf("points %v", got)
+	}
+	for path, w := range want {
+		if got[path] != w {
+			t.Errorf("%s = %q, want %q", path, got[path], w)
+		}
 	}
 }
