@@ -13,14 +13,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	mlog "github.com/millstream/millstream/log"
 )
-
-// closeFlushTimeout bounds how long Close waits for Kafka to acknowledge
-// what is still buffered; records not acknowledged by then fail with
-// ErrClosed (their promises say so), they are not silently dropped.
-const closeFlushTimeout = 30 * time.Second
 
 // Log is the Kafka log. It implements log.Log on an Apache Kafka cluster (or
 // any engine speaking the Kafka protocol).
@@ -52,7 +48,7 @@ var _ mlog.Log = (*Log)(nil)
 // topicMeta is what the log caches of a topic: its ID (Fetch v13+ names
 // topics by ID) and each partition's leader.
 type topicMeta struct {
-	id      kadm.TopicID
+	id      [16]byte
 	leaders []int32 // index = partition; -1 while leaderless
 }
 
@@ -106,20 +102,22 @@ func Open(ctx context.Context, opts Options) (*Log, error) {
 // features beyond log.Log. Do not close it.
 func (l *Log) Client() *kgo.Client { return l.cl }
 
-// Close flushes what was produced (waiting up to 30 s for Kafka's
-// acknowledgements), ends pending fetches with ErrClosed and disconnects.
+// Close flushes what was produced (waiting up to Options.CloseTimeout for
+// Kafka's acknowledgements; what is not acknowledged by then fails with
+// ErrClosed, never silently), ends pending fetches with ErrClosed and
+// disconnects.
 func (l *Log) Close() error {
 	if l.closed.Swap(true) {
 		return nil
 	}
 	l.cancel()
-	ctx, cancel := context.WithTimeout(context.Background(), closeFlushTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CloseTimeout)
 	ferr := l.cl.Flush(ctx)
 	cancel()
 	l.cl.Close()
 	l.waitCl.Close()
 	if ferr != nil {
-		return fmt.Errorf("kafka log: close: records still unacknowledged after %v (they failed with ErrClosed): %w", closeFlushTimeout, ferr)
+		return fmt.Errorf("kafka log: close: records still unacknowledged after %v (they failed with ErrClosed): %w", l.opts.CloseTimeout, ferr)
 	}
 	return nil
 }
@@ -158,27 +156,42 @@ func (l *Log) topicMeta(ctx context.Context, topic string, fresh bool) (*topicMe
 			return m, nil
 		}
 	}
-	tds, err := l.adm.ListTopics(ctx, topic)
+	// A plain MetadataRequest, not kadm's: kadm answers from the client's
+	// metadata cache, which may be seconds old right after a leader moved.
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	kresp, err := req.RequestWith(ctx, l.cl)
 	if err != nil {
 		return nil, fmt.Errorf("kafka log: metadata of topic %s: %w", topic, mapErr(err))
 	}
-	td, ok := tds[topic]
-	if !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
+	var td *kmsg.MetadataResponseTopic
+	for i := range kresp.Topics {
+		if t := &kresp.Topics[i]; t.Topic != nil && *t.Topic == topic {
+			td = t
+		}
+	}
+	var terr error
+	if td != nil {
+		terr = kerr.ErrorForCode(td.ErrorCode)
+	}
+	if td == nil || errors.Is(terr, kerr.UnknownTopicOrPartition) {
 		l.metaMu.Lock()
 		delete(l.meta, topic)
 		l.metaMu.Unlock()
 		return nil, fmt.Errorf("kafka log: topic %s: %w", topic, mlog.ErrUnknownTopic)
 	}
-	if td.Err != nil {
-		return nil, fmt.Errorf("kafka log: metadata of topic %s: %w", topic, mapErr(td.Err))
+	if terr != nil {
+		return nil, fmt.Errorf("kafka log: metadata of topic %s: %w", topic, mapErr(terr))
 	}
-	m := &topicMeta{id: td.ID, leaders: make([]int32, len(td.Partitions))}
+	m := &topicMeta{id: td.TopicID, leaders: make([]int32, len(td.Partitions))}
 	for i := range m.leaders {
 		m.leaders[i] = -1
 	}
-	for p, pd := range td.Partitions {
-		if p >= 0 && int(p) < len(m.leaders) {
-			m.leaders[p] = pd.Leader
+	for _, pd := range td.Partitions {
+		if pd.Partition >= 0 && int(pd.Partition) < len(m.leaders) && pd.ErrorCode == 0 {
+			m.leaders[pd.Partition] = pd.Leader
 		}
 	}
 	l.metaMu.Lock()

@@ -70,6 +70,11 @@ type Options struct {
 	// Fetch joins the poll that is already in flight. Zero means 200 ms.
 	FetchWait time.Duration
 
+	// CloseTimeout bounds how long Close waits for Kafka to acknowledge
+	// what is still buffered; records not acknowledged by then fail with
+	// ErrClosed (their promises say so). Zero means 30 s.
+	CloseTimeout time.Duration
+
 	// Group tunes GroupConsumer membership. Zero values take Kafka's
 	// defaults (session 45 s, heartbeat 3 s, rebalance 60 s). A shorter
 	// heartbeat makes a surviving member notice a rebalance sooner.
@@ -143,6 +148,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.FetchWait <= 0 {
 		o.FetchWait = 200 * time.Millisecond
+	}
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = 30 * time.Second
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -37,6 +37,7 @@ func Run(t *testing.T, open func(t *testing.T) log.Log) {
 		{"CommitOffsets", testCommitOffsets},
 		{"DeleteRecordsBefore", testDeleteRecordsBefore},
 		{"UnknownTopic", testUnknownTopic},
+		{"ConsumerAcrossPartitions", testConsumerAcrossPartitions},
 		{"Close", testClose},
 	}
 	for _, tc := range tests {
@@ -626,5 +627,65 @@ func testClose(t *testing.T, l log.Log) {
 	}
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// testConsumerAcrossPartitions runs log.Consumer on the backend: one waiting
+// reader per partition, live records reach Poll from every partition, and a
+// new consumer of the group resumes at the committed positions.
+func testConsumerAcrossPartitions(t *testing.T, l log.Log) {
+	name := topicName(t)
+	const parts = 6
+	mustCreate(t, l, name, parts)
+	group := "g-" + name
+	c, err := log.NewConsumer(l, group, name, log.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	poll := func(c *log.Consumer, n int) map[string]bool {
+		t.Helper()
+		got := map[string]bool{}
+		ctx := ctxT(t)
+		for len(got) < n {
+			rs, err := c.Poll(ctx)
+			if err != nil {
+				t.Fatalf("Poll after %d of %d records: %v", len(got), n, err)
+			}
+			for _, r := range rs {
+				if got[string(r.Value)] {
+					t.Fatalf("record %q polled twice", r.Value)
+				}
+				got[string(r.Value)] = true
+			}
+		}
+		return got
+	}
+	// The readers are waiting on empty partitions; each record wakes one.
+	for round := 0; round < 3; round++ {
+		for p := int32(0); p < parts; p++ {
+			produce(t, l, name, p, fmt.Sprintf("r%d-p%d", round, p))
+		}
+		if got := poll(c, parts); len(got) != parts {
+			t.Fatalf("round %d: polled %v", round, got)
+		}
+	}
+	if err := c.Commit(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	for p := int32(0); p < parts; p++ {
+		produce(t, l, name, p, fmt.Sprintf("after-p%d", p))
+	}
+	c2, err := log.NewConsumer(l, group, name, log.ConsumerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	got := poll(c2, parts)
+	for p := 0; p < parts; p++ {
+		if !got[fmt.Sprintf("after-p%d", p)] {
+			t.Fatalf("resumed consumer polled %v, want the %d records after the commit", got, parts)
+		}
 	}
 }
