@@ -60,6 +60,7 @@ func (c *conn) handleFetch(ctx context.Context, req *kmsg.FetchRequest) kmsg.Res
 			*op = kmsg.NewFetchResponseTopicPartition()
 			op.Partition = rp.Partition
 			op.HighWatermark, op.LastStableOffset, op.LogStartOffset = -1, -1, -1
+			op.RecordBatches = []byte{}
 			switch {
 			case !allowed:
 				op.ErrorCode = codeTopicAuth
@@ -112,7 +113,8 @@ func (c *conn) fetchPass(ctx context.Context, parts []*fetchPart, maxBytes int) 
 	infos := map[string]mlog.TopicInfo{}
 	for _, fp := range parts {
 		op := fp.out
-		op.ErrorCode, op.RecordBatches = 0, nil
+		// Empty, not null: librdkafka rejects a null record set.
+		op.ErrorCode, op.RecordBatches = 0, []byte{}
 		fp.next = fp.offset
 		budget := min(fp.maxBytes, maxBytes-total)
 		var recs []mlog.Record
