@@ -46,6 +46,8 @@ type UNS struct {
 	// TreeWindow is how far back the live namespace is loaded from
 	// uns.points at start.
 	TreeWindow Duration `yaml:"tree_window"`
+	// Format of uns.points record values: "json" or "protobuf".
+	Format string `yaml:"format"`
 	// Mappings put brownfield MQTT topic trees into the namespace; the
 	// first rule whose topic pattern matches applies.
 	Mappings []Mapping `yaml:"mappings"`
@@ -215,7 +217,7 @@ func Default() Config {
 		HTTP:      HTTP{Address: "127.0.0.1:8080"},
 		Logging:   Logging{Level: "info", Format: "text"},
 		Sparkplug: Sparkplug{HostID: "millstream", CheckpointInterval: Duration(time.Second)},
-		UNS:       UNS{TreeWindow: Duration(24 * time.Hour)},
+		UNS:       UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
 		Commands:  Commands{MaxAge: Duration(time.Minute)},
 	}
 }

@@ -119,6 +119,7 @@ func validate(c Config) []*fieldError {
 	if c.UNS.TreeWindow <= 0 {
 		k.add("uns.tree_window", c.UNS.TreeWindow, "must be positive, e.g. 24h")
 	}
+	k.oneOf("uns.format", c.UNS.Format, "json", "protobuf")
 	for i, m := range c.UNS.Mappings {
 		p := "uns.mappings[" + strconv.Itoa(i) + "]"
 		field, err := uns.CheckMappingRule(uns.MappingRule(m))

@@ -91,6 +91,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		Live:               live,
 		Publish:            b.Publish,
 		Mapper:             mapper,
+		Format:             cfg.UNS.Format,
 		ReorderWindow:      cfg.Sparkplug.ReorderWindow,
 		CheckpointInterval: time.Duration(cfg.Sparkplug.CheckpointInterval),
 	})

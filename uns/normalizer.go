@@ -23,7 +23,8 @@ const (
 	// point came from and its index among that record's points. A restart
 	// uses it to skip points already written (see Normalizer).
 	HeaderSource = "uns.src"
-	// HeaderContentType is "application/json" on uns.points records.
+	// HeaderContentType is "application/json" or ContentTypeProto on
+	// uns.points records (NormalizerOptions.Format).
 	HeaderContentType = "content-type"
 	// HeaderReason, on dead letters, says why the record was not understood.
 	HeaderReason = "deadletter.reason"
@@ -63,6 +64,9 @@ type NormalizerOptions struct {
 	// ReorderWindow is the Sparkplug host's tolerance for messages arriving
 	// out of sequence (sparkplug.HostOptions.ReorderWindow).
 	ReorderWindow int
+	// Format of uns.points record values: FormatJSON (default) or
+	// FormatProtobuf (docs/uns_points.proto).
+	Format string
 	// Mapper, when set, maps brownfield topics into the namespace before
 	// the plain payload rules apply (see MappingRule).
 	Mapper *Mapper
@@ -169,6 +173,10 @@ func (n *Normalizer) Run(ctx context.Context) error {
 
 	var pts, written []Point
 	var buf []byte
+	proto, ct := n.opts.Format == FormatProtobuf, contentTypeJSON
+	if proto {
+		ct = contentTypeProto
+	}
 	hostDirty, lastCheckpoint := false, time.Now()
 	for {
 		recs, err := c.Poll(ctx)
@@ -219,7 +227,11 @@ func (n *Normalizer) Run(ctx context.Context) error {
 				}
 				// One allocation holds the record's value, key and source
 				// header: the log keeps them until the append is durable.
-				buf = AppendPointJSON(buf[:0], p)
+				if proto {
+					buf = AppendPointProto(buf[:0], p)
+				} else {
+					buf = AppendPointJSON(buf[:0], p)
+				}
 				vlen := len(buf)
 				key := p.Asset()
 				if key == "" {
@@ -245,7 +257,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 					Value:     mem[:vlen:vlen],
 					Headers: []log.Header{
 						{Key: HeaderSource, Value: mem[klen:]},
-						{Key: HeaderContentType, Value: contentTypeJSON},
+						{Key: HeaderContentType, Value: ct},
 					},
 				})
 				n.m.points.Add(1)
@@ -320,7 +332,7 @@ func (n *Normalizer) fillTree(ctx context.Context) error {
 				break
 			}
 			for _, r := range recs {
-				if pt, err := ParsePointJSON(r.Value); err == nil {
+				if pt, err := ParsePointRecord(&r); err == nil {
 					n.opts.Tree.Update(pt)
 					loaded++
 				}
