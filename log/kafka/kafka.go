@@ -177,9 +177,7 @@ func (l *Log) topicMeta(ctx context.Context, topic string, fresh bool) (*topicMe
 		terr = kerr.ErrorForCode(td.ErrorCode)
 	}
 	if td == nil || errors.Is(terr, kerr.UnknownTopicOrPartition) {
-		l.metaMu.Lock()
-		delete(l.meta, topic)
-		l.metaMu.Unlock()
+		l.forget(topic)
 		return nil, fmt.Errorf("kafka log: topic %s: %w", topic, mlog.ErrUnknownTopic)
 	}
 	if terr != nil {
@@ -198,6 +196,12 @@ func (l *Log) topicMeta(ctx context.Context, topic string, fresh bool) (*topicMe
 	l.meta[topic] = m
 	l.metaMu.Unlock()
 	return m, nil
+}
+
+func (l *Log) forget(topic string) {
+	l.metaMu.Lock()
+	delete(l.meta, topic)
+	l.metaMu.Unlock()
 }
 
 // checkPartition returns the topic's metadata, or ErrUnknownTopic /

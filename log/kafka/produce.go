@@ -2,11 +2,13 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	mlog "github.com/millstream/millstream/log"
@@ -105,6 +107,11 @@ func (l *Log) Produce(ctx context.Context, r *mlog.Record, promise func(*mlog.Re
 			if pk != nil && pk.n.Load() > 0 {
 				err = fmt.Errorf("%w: %s/%d (topic has %d partitions)", mlog.ErrUnknownPartition, r.Topic, r.Partition, pk.n.Load())
 			} else {
+				if errors.Is(err, kerr.UnknownTopicOrPartition) {
+					// The topic was deleted: forget it so the next
+					// Produce re-checks instead of trusting the cache.
+					l.forget(r.Topic)
+				}
 				err = mapErr(err)
 			}
 			l.m.failed.WithLabelValues(r.Topic).Inc()
