@@ -156,4 +156,3 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
-

@@ -1,0 +1,164 @@
+package historian
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"github.com/millstream/millstream/historian/block"
+)
+
+// Compact rewrites every partition that has more than one file into a
+// single file holding, per series, its points merged in time order (equal
+// times in arrival order) in as few blocks as its kinds and
+// block.MaxPoints allow. Small blocks from frequent flushes and late data
+// thus end up as one block per series and partition, which compresses
+// better and reads faster. Each partition commits through the manifest on
+// its own, so a crash leaves either the old files or the new one.
+func (db *DB) Compact() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	byPart := map[int64][]*partFile{}
+	for _, f := range db.files {
+		byPart[f.start] = append(byPart[f.start], f)
+	}
+	parts := make([]int64, 0, len(byPart))
+	for p, fs := range byPart {
+		if len(fs) > 1 {
+			parts = append(parts, p)
+		}
+	}
+	slices.Sort(parts)
+	for _, p := range parts {
+		if err := db.compactPartition(p, byPart[p]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (db *DB) compactPartition(part int64, old []*partFile) error {
+	isOld := map[*partFile]bool{}
+	for _, f := range old {
+		isOld[f] = true
+	}
+	ids := make([]uint64, 0)
+	for id, s := range db.byID {
+		for _, r := range s.blocks {
+			if isOld[r.file] {
+				ids = append(ids, id)
+				break
+			}
+		}
+	}
+	slices.Sort(ids)
+	seq := db.nextSeq
+	r := new(reader)
+	var blocks []newBlock
+	var merged []Sample
+	var p block.Points
+	for _, id := range ids {
+		s := db.byID[id]
+		merged = merged[:0]
+		for i := range s.blocks { // in arrival order
+			if !isOld[s.blocks[i].file] {
+				continue
+			}
+			pts, err := r.points(id, source{ref: &s.blocks[i]})
+			if err != nil {
+				return err
+			}
+			for k := range pts.Len() {
+				merged = append(merged, Sample{pts.Times[k], pts.Value(k), pts.QualityAt(k)})
+			}
+		}
+		sort.SliceStable(merged, func(a, b int) bool { return merged[a].Time < merged[b].Time })
+		p.Reset()
+		emit := func() error {
+			if p.Len() == 0 {
+				return nil
+			}
+			b, err := block.Append(nil, id, &p)
+			if err != nil {
+				return err
+			}
+			blocks = append(blocks, newBlock{id: id, b: b, hdr: block.Header{
+				SeriesID: id, Count: p.Len(), MinTime: p.Times[0], MaxTime: p.Times[p.Len()-1]}})
+			p.Reset()
+			return nil
+		}
+		for _, x := range merged {
+			if !p.Accepts(x.Value.Kind()) || p.Len() == block.MaxPoints {
+				if err := emit(); err != nil {
+					return err
+				}
+			}
+			if err := p.Append(x.Time, x.Value, x.Quality); err != nil {
+				return err
+			}
+		}
+		if err := emit(); err != nil {
+			return err
+		}
+	}
+	name := partFileName(part, seq)
+	if _, err := writePartFile(db.opts.Dir, name, blocks); err != nil {
+		return err
+	}
+	pf, err := openPartFile(db.opts.Dir, name)
+	if err != nil {
+		return err
+	}
+	files := []*partFile{pf}
+	for _, f := range db.files {
+		if !isOld[f] {
+			files = append(files, f)
+		}
+	}
+	slices.SortStableFunc(files, func(a, b *partFile) int { return int(a.seq) - int(b.seq) })
+	if err := db.commit(files, db.ckpt); err != nil {
+		pf.f.Close()
+		os.Remove(filepath.Join(db.opts.Dir, name))
+		return err
+	}
+	db.files = files
+	db.nextSeq = seq + 1
+	// The merged blocks take the place of the first old block of each
+	// series, so they keep their position in arrival order relative to
+	// blocks of other partitions.
+	byID := map[uint64][]blockRef{}
+	for _, e := range pf.refs {
+		byID[e.id] = append(byID[e.id], e.ref)
+	}
+	for _, id := range ids {
+		s := db.byID[id]
+		var kept []blockRef
+		placed := false
+		for _, r := range s.blocks {
+			if !isOld[r.file] {
+				kept = append(kept, r)
+				continue
+			}
+			if !placed {
+				for _, nr := range byID[id] {
+					nr.seq = r.seq
+					kept = append(kept, nr)
+				}
+				placed = true
+			}
+		}
+		s.blocks = kept
+	}
+	for _, f := range old {
+		f.f.Close()
+		if err := os.Remove(filepath.Join(db.opts.Dir, f.name)); err != nil {
+			return fmt.Errorf("historian: compacted %s but could not remove it: %w", f.name, err)
+		}
+	}
+	return nil
+}

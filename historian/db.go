@@ -1,0 +1,581 @@
+// Package historian stores the history of Unified Namespace tags: per
+// series (one UNS path, e.g. plant/site/area/line/cell/temperature), points
+// of time, typed value and quality, compressed into immutable blocks
+// (package block, encodings in package encoding) in one file per time
+// partition.
+//
+// The log is the write-ahead log: Append only changes memory, and Flush
+// makes everything appended so far durable together with a caller-supplied
+// checkpoint (the uns.points offset it was consumed up to). After a crash,
+// Open restores the last flushed state and Checkpoint says where to resume
+// the log replay, so replayed points are stored exactly once.
+//
+//	db, err := historian.Open(historian.Options{Dir: "data/historian"})
+//	id, err := db.Series("acme/plant1/press/line2/cell3/temperature")
+//	err = db.Append(id, tMillis, uns.FloatValue(21.5), uns.Good)
+//	err = db.Flush(offsetBytes)           // durable, atomically with the offset
+//	pts, err := db.Range(nil, id, from, to) // raw points, time order
+//	last, err := db.Last(nil, []uint64{id}, at)
+//
+// Series ids are stable: derived from the series name (FNV-1a), persisted
+// in series.log, and so equal after a rebuild from the log.
+//
+// Out-of-order points are accepted at any age. Points no older than
+// Options.OutOfOrderWindow behind the newest point of their series are
+// inserted into its in-memory head in time order; older ones take the late
+// path (a separate buffer per series, flushed as its own blocks) and land
+// in the partition of their time. Queries merge blocks by time, and
+// Compact rewrites a partition's files into one with one block per series
+// and run of kind.
+//
+// Times are milliseconds since the Unix epoch. Points with equal times
+// are all kept, in arrival order.
+//
+// Optional per-series deadband compression (Options.Deadband) drops
+// numeric values within a maximum deviation of the last stored one; it is
+// lossy and off by default.
+//
+// A DB is safe for concurrent use. Append and Flush take an exclusive lock;
+// queries share a read lock.
+package historian
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/millstream/millstream/historian/block"
+	"github.com/millstream/millstream/uns"
+)
+
+// Options configure a DB. Zero values take the defaults.
+type Options struct {
+	// Dir holds the historian's files; it is created if missing.
+	Dir string
+	// Partition is the time span of one partition file (default 2h).
+	Partition time.Duration
+	// OutOfOrderWindow is how far behind a series' newest point a point may
+	// be and still go into the in-memory head (default 1m). Older points
+	// take the late path; both are kept.
+	OutOfOrderWindow time.Duration
+	// HeadPoints is how many points a series head holds before it is
+	// encoded into an in-memory block (default 1024): the bound on
+	// uncompressed memory per series.
+	HeadPoints int
+	// Deadband, when set, returns the maximum deviation for a series'
+	// numeric values (0: store every point). See Deadband.
+	Deadband func(series string) float64
+}
+
+// Sample is one stored point.
+type Sample struct {
+	Time    int64 // ms since the Unix epoch
+	Value   uns.Value
+	Quality uns.Quality
+}
+
+// DB is an open historian directory.
+type DB struct {
+	opts    Options
+	partMs  int64
+	windowM int64
+
+	mu       sync.RWMutex
+	byName   map[string]*series
+	byID     map[uint64]*series
+	newNames []*series // created since the last flush
+	files    []*partFile
+	nextSeq  uint64
+	seriesF  *os.File
+	seriesSz int64
+	ckpt     []byte
+	closed   bool
+}
+
+type series struct {
+	id   uint64
+	name string
+	head block.Points // in time order
+	late block.Points // points older than the window, in time order
+	maxT int64        // newest time appended (head or late)
+	has  bool         // maxT is set
+	// Encoded blocks, in memory until Flush and on disk after.
+	blocks []blockRef
+	dband  deadband
+	// latest is the newest point appended since Open, which answers
+	// "current value" queries without decoding a block.
+	latest    Sample
+	hasLatest bool
+}
+
+// ErrClosed is returned by calls on a closed DB.
+var ErrClosed = errors.New("historian closed")
+
+// ErrUnknownSeries is returned for an id that no series has.
+var ErrUnknownSeries = errors.New("unknown series id")
+
+// Open opens (creating if needed) the historian in opts.Dir and loads its
+// committed state.
+func Open(opts Options) (*DB, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("historian: no directory")
+	}
+	if opts.Partition <= 0 {
+		opts.Partition = 2 * time.Hour
+	}
+	if opts.Partition < time.Millisecond {
+		return nil, fmt.Errorf("historian: partition %s is shorter than 1ms", opts.Partition)
+	}
+	if opts.OutOfOrderWindow <= 0 {
+		opts.OutOfOrderWindow = time.Minute
+	}
+	if opts.HeadPoints <= 0 {
+		opts.HeadPoints = 1024
+	}
+	opts.HeadPoints = min(opts.HeadPoints, block.MaxPoints)
+	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	db := &DB{
+		opts:    opts,
+		partMs:  opts.Partition.Milliseconds(),
+		windowM: opts.OutOfOrderWindow.Milliseconds(),
+		byName:  map[string]*series{},
+		byID:    map[uint64]*series{},
+		nextSeq: 1,
+	}
+	if err := db.load(); err != nil {
+		db.closeFiles()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) load() error {
+	dir := db.opts.Dir
+	m := &manifest{}
+	switch b, err := os.ReadFile(filepath.Join(dir, manifestName)); {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return err
+	default:
+		if m, err = decodeManifest(b); err != nil {
+			return err
+		}
+	}
+	db.ckpt = m.checkpoint
+
+	// Series: only the committed prefix counts; a torn or uncommitted tail
+	// is cut off, and its series come back with the replay.
+	sf, err := os.OpenFile(filepath.Join(dir, seriesLogName), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	db.seriesF = sf
+	b := make([]byte, m.seriesLen)
+	if _, err := io.ReadFull(sf, b); err != nil {
+		return fmt.Errorf("%w: %s shorter than committed (%v)", ErrCorrupt, seriesLogName, err)
+	}
+	if err := readSeriesLog(b, func(name string, id uint64) {
+		s := &series{id: id, name: name}
+		db.byName[name] = s
+		db.byID[id] = s
+	}); err != nil {
+		return err
+	}
+	if err := sf.Truncate(m.seriesLen); err != nil {
+		return err
+	}
+	db.seriesSz = m.seriesLen
+
+	live := map[string]bool{}
+	for _, name := range m.files {
+		live[name] = true
+		pf, err := openPartFile(dir, name)
+		if err != nil {
+			return err
+		}
+		db.files = append(db.files, pf)
+		db.nextSeq = max(db.nextSeq, pf.seq+1)
+		for _, e := range pf.refs {
+			s := db.byID[e.id]
+			if s == nil {
+				return fmt.Errorf("%w: %s refers to unknown series %d", ErrCorrupt, name, e.id)
+			}
+			s.blocks = append(s.blocks, e.ref)
+		}
+	}
+	for _, s := range db.byID {
+		sortRefs(s.blocks)
+	}
+	// Leftovers of uncommitted flushes and compactions.
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if _, _, ok := parsePartFileName(n); (ok && !live[n]) || strings.Contains(n, ".tmp") {
+			if err := os.Remove(filepath.Join(dir, n)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// sortRefs orders blocks by write order, the order queries merge them in.
+func sortRefs(r []blockRef) {
+	sort.SliceStable(r, func(i, j int) bool { return r[i].seq < r[j].seq })
+}
+
+// Checkpoint returns the checkpoint given to the last committed Flush (nil
+// if none): where to resume consuming the log.
+func (db *DB) Checkpoint() []byte {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	return slices.Clone(db.ckpt)
+}
+
+// Series returns the id of the named series, creating it if needed. The
+// name must be a valid UNS path (uns.ValidatePath).
+func (db *DB) Series(name string) (uint64, error) {
+	db.mu.RLock()
+	s := db.byName[name]
+	db.mu.RUnlock()
+	if s != nil {
+		return s.id, nil
+	}
+	if err := uns.ValidatePath(name); err != nil {
+		return 0, err
+	}
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return 0, ErrClosed
+	}
+	if s := db.byName[name]; s != nil {
+		return s.id, nil
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	id := h.Sum64()
+	// A collision of 64-bit hashes is vanishingly rare; probing keeps ids
+	// unique if one happens (the persisted mapping keeps them stable).
+	for db.byID[id] != nil {
+		id++
+	}
+	s = &series{id: id, name: name}
+	db.byName[name] = s
+	db.byID[id] = s
+	db.newNames = append(db.newNames, s)
+	return id, nil
+}
+
+// Lookup returns the id of an existing series.
+func (db *DB) Lookup(name string) (uint64, bool) {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	s := db.byName[name]
+	if s == nil {
+		return 0, false
+	}
+	return s.id, true
+}
+
+// Name returns the name of series id.
+func (db *DB) Name(id uint64) (string, bool) {
+	db.mu.RLock()
+	defer db.mu.RUnlock()
+	s := db.byID[id]
+	if s == nil {
+		return "", false
+	}
+	return s.name, true
+}
+
+// SeriesNames returns the names of all series, sorted.
+func (db *DB) SeriesNames() []string {
+	db.mu.RLock()
+	names := make([]string, 0, len(db.byName))
+	for n := range db.byName {
+		names = append(names, n)
+	}
+	db.mu.RUnlock()
+	slices.Sort(names)
+	return names
+}
+
+// AppendPoint appends a uns.Point to the series of its path.
+func (db *DB) AppendPoint(p *uns.Point) error {
+	id, err := db.Series(p.Path)
+	if err != nil {
+		return err
+	}
+	return db.Append(id, p.Time.UnixMilli(), p.Value, p.Quality)
+}
+
+// Append adds a point to series id. It only changes memory; Flush makes it
+// durable.
+func (db *DB) Append(id uint64, t int64, v uns.Value, q uns.Quality) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	s := db.byID[id]
+	if s == nil {
+		return fmt.Errorf("%w: %d", ErrUnknownSeries, id)
+	}
+	if q > uns.Stale {
+		return fmt.Errorf("historian: quality %d out of range", q)
+	}
+	inOrder := !s.has || t >= s.maxT
+	if inOrder && db.opts.Deadband != nil {
+		if !s.dband.init {
+			s.dband = deadband{init: true, dev: db.opts.Deadband(s.name)}
+		}
+		if !s.dband.keep(t, v, q, func(t int64, v uns.Value, q uns.Quality) error {
+			return db.appendTo(s, &s.head, t, v, q)
+		}) {
+			return s.dband.err
+		}
+	}
+	buf := &s.head
+	if s.has && t < s.maxT-db.windowM {
+		buf = &s.late
+	}
+	return db.appendTo(s, buf, t, v, q)
+}
+
+// appendTo inserts a point into buf (the head or the late buffer) in time
+// order, after points of equal time.
+func (db *DB) appendTo(s *series, buf *block.Points, t int64, v uns.Value, q uns.Quality) error {
+	if !buf.Accepts(v.Kind()) || buf.Len() >= db.opts.HeadPoints {
+		// A batch holds one kind; a change of kind (rare: a tag
+		// reconfigured) or a full head seals the batch into blocks.
+		if err := db.seal(s, buf); err != nil {
+			return err
+		}
+	}
+	i := buf.Len()
+	if i > 0 && t < buf.Times[i-1] {
+		i = sort.Search(i, func(k int) bool { return buf.Times[k] > t })
+	}
+	if err := buf.Insert(i, t, v, q); err != nil {
+		return err
+	}
+	if !s.has || t > s.maxT {
+		s.maxT, s.has = t, true
+	}
+	if !s.hasLatest || t >= s.latest.Time {
+		s.latest, s.hasLatest = Sample{t, v, q}, true
+	}
+	return nil
+}
+
+// Lanes of in-memory blocks: what the head sealed and what the late buffer
+// sealed.
+const (
+	laneHead = 0
+	laneLate = 1
+)
+
+// seal encodes buf into in-memory blocks, one per partition it spans, and
+// empties it.
+func (db *DB) seal(s *series, buf *block.Points) error {
+	lane := uint8(laneHead)
+	if buf == &s.late {
+		lane = laneLate
+	}
+	n := buf.Len()
+	for i := 0; i < n; {
+		part := db.partitionOf(buf.Times[i])
+		j := i + 1
+		for j < n && j-i < block.MaxPoints && db.partitionOf(buf.Times[j]) == part {
+			j++
+		}
+		sub := slice(buf, i, j)
+		b, err := block.Append(nil, s.id, &sub)
+		if err != nil {
+			return err
+		}
+		ref := blockRef{mem: b, size: int64(len(b)), minTime: buf.Times[i], maxTime: buf.Times[j-1],
+			count: j - i, seq: db.nextSeq, lane: lane}
+		// Keep blocks ordered by (flush, lane, seal order): see sources.
+		at := len(s.blocks)
+		for at > 0 && s.blocks[at-1].seq == ref.seq && s.blocks[at-1].lane > lane {
+			at--
+		}
+		s.blocks = slices.Insert(s.blocks, at, ref)
+		i = j
+	}
+	buf.Reset()
+	return nil
+}
+
+func slice(p *block.Points, i, j int) block.Points {
+	s := block.Points{Kind: p.Kind, Times: p.Times[i:j], Quality: p.Quality[i:j]}
+	if len(p.Bits) > 0 {
+		s.Bits = p.Bits[i:j]
+	}
+	if len(p.Strs) > 0 {
+		s.Strs = p.Strs[i:j]
+	}
+	return s
+}
+
+// partitionOf returns the start (ms) of the partition holding time t.
+func (db *DB) partitionOf(t int64) int64 {
+	p := t - t%db.partMs
+	if t < 0 && t%db.partMs != 0 {
+		p -= db.partMs
+	}
+	return p
+}
+
+// Flush seals every head and writes all in-memory blocks to new partition
+// files, then commits them with checkpoint in the manifest. When Flush
+// returns nil, everything appended before it survives a crash, and
+// Checkpoint returns checkpoint.
+func (db *DB) Flush(checkpoint []byte) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	byPart := map[int64][]newBlock{}
+	type pending struct {
+		s *series
+		i int
+	}
+	var written []pending
+	ids := make([]uint64, 0, len(db.byID))
+	for id := range db.byID {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids) // deterministic files
+	for _, id := range ids {
+		s := db.byID[id]
+		for _, buf := range []*block.Points{&s.late, &s.head} {
+			if err := db.seal(s, buf); err != nil {
+				return err
+			}
+		}
+		for i, r := range s.blocks {
+			if r.mem == nil {
+				continue
+			}
+			p := db.partitionOf(r.minTime)
+			byPart[p] = append(byPart[p], newBlock{id: s.id, b: r.mem,
+				hdr: block.Header{SeriesID: s.id, Count: r.count, MinTime: r.minTime, MaxTime: r.maxTime}})
+			written = append(written, pending{s, i})
+		}
+	}
+	// Series first: a committed block must never name an unknown series.
+	if len(db.newNames) > 0 {
+		var rec []byte
+		for _, s := range db.newNames {
+			rec = appendSeriesRecord(rec, s.name, s.id)
+		}
+		if _, err := db.seriesF.WriteAt(rec, db.seriesSz); err != nil {
+			return err
+		}
+		if err := db.seriesF.Sync(); err != nil {
+			return err
+		}
+		db.seriesSz += int64(len(rec))
+		db.newNames = db.newNames[:0]
+	}
+	parts := make([]int64, 0, len(byPart))
+	for p := range byPart {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	seq := db.nextSeq
+	var newFiles []*partFile
+	fail := func(err error) error {
+		for _, pf := range newFiles {
+			pf.f.Close()
+			os.Remove(filepath.Join(db.opts.Dir, pf.name))
+		}
+		return err
+	}
+	for _, p := range parts {
+		name := partFileName(p, seq)
+		if _, err := writePartFile(db.opts.Dir, name, byPart[p]); err != nil {
+			return fail(err)
+		}
+		pf, err := openPartFile(db.opts.Dir, name)
+		if err != nil {
+			return fail(err)
+		}
+		newFiles = append(newFiles, pf)
+	}
+	if err := db.commit(append(slices.Clip(db.files), newFiles...), checkpoint); err != nil {
+		return fail(err)
+	}
+	db.files = append(db.files, newFiles...)
+	db.nextSeq = seq + 1
+	db.ckpt = slices.Clone(checkpoint)
+	// The in-memory blocks now live in the files, in the same order: swap
+	// each reference for its file's.
+	filesByPart := map[int64]*partFile{}
+	for _, f := range newFiles {
+		filesByPart[f.start] = f
+	}
+	next := map[*partFile]int{}
+	for _, w := range written {
+		r := &w.s.blocks[w.i]
+		pf := filesByPart[db.partitionOf(r.minTime)]
+		e := pf.refs[next[pf]]
+		next[pf]++
+		e.ref.seq = r.seq
+		*r = e.ref
+	}
+	return nil
+}
+
+// commit writes the manifest naming files.
+func (db *DB) commit(files []*partFile, checkpoint []byte) error {
+	m := manifest{seriesLen: db.seriesSz, checkpoint: checkpoint}
+	for _, f := range files {
+		m.files = append(m.files, f.name)
+	}
+	b := m.encode()
+	return writeFileAtomic(db.opts.Dir, manifestName, func(w io.Writer) error {
+		_, err := w.Write(b)
+		return err
+	})
+}
+
+// Close releases the DB's files. It does not flush: what was appended
+// since the last Flush is recovered by replaying the log from Checkpoint.
+func (db *DB) Close() error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return nil
+	}
+	db.closed = true
+	return db.closeFiles()
+}
+
+func (db *DB) closeFiles() error {
+	var errs []error
+	for _, f := range db.files {
+		errs = append(errs, f.f.Close())
+	}
+	if db.seriesF != nil {
+		errs = append(errs, db.seriesF.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,338 @@
+package historian
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/millstream/millstream/historian/block"
+)
+
+// On-disk layout of a historian directory:
+//
+//	MANIFEST            the commit point: which partition files are live, how
+//	                    much of series.log is valid, and the caller's
+//	                    checkpoint. Replaced atomically (temp, fsync, rename,
+//	                    fsync of the directory).
+//	series.log          (uvarint name length, name, id uint64 LE, CRC-32C of
+//	                    the three) records, one per series, append-only.
+//	p<start>-<seq>.hdb  a partition file: immutable blocks of the partition
+//	                    starting at <start> (ms), an index and a footer.
+//
+// Partition file:
+//
+//	magic "MSHDB001"
+//	blocks              block.Append format, each with its own CRC
+//	index               per block: uvarint series id, uvarint offset, uvarint
+//	                    length, zigzag varint min time, zigzag varint max
+//	                    time, uvarint count
+//	footer              uint64 LE index offset, uint32 LE CRC-32C of the
+//	                    index, magic "MSHDBIX1"
+//
+// A file that the manifest does not list is the leftover of a flush or a
+// compaction that did not commit; Open deletes it.
+
+const (
+	fileMagic     = "MSHDB001"
+	footerMagic   = "MSHDBIX1"
+	manifestMagic = "MSHMAN01"
+	manifestName  = "MANIFEST"
+	seriesLogName = "series.log"
+	footerSize    = 8 + 4 + 8
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// ErrCorrupt is wrapped by errors about damaged historian files.
+var ErrCorrupt = errors.New("corrupt historian file")
+
+// blockRef locates one block of a series.
+type blockRef struct {
+	file             *partFile // nil: in memory (mem holds the bytes)
+	mem              []byte
+	off, size        int64
+	minTime, maxTime int64
+	count            int
+	seq              uint64 // flush that wrote it, to keep arrival order among equal times
+	lane             uint8  // laneHead or laneLate, see series.sources
+}
+
+// partFile is an open partition file.
+type partFile struct {
+	name  string
+	start int64 // partition start, ms
+	seq   uint64
+	f     *os.File
+	refs  []indexEntry
+}
+
+type indexEntry struct {
+	id  uint64
+	ref blockRef
+}
+
+func partFileName(start int64, seq uint64) string {
+	return fmt.Sprintf("p%d-%d.hdb", start, seq)
+}
+
+func parsePartFileName(name string) (start int64, seq uint64, ok bool) {
+	s, found := strings.CutPrefix(name, "p")
+	if !found {
+		return 0, 0, false
+	}
+	s, found = strings.CutSuffix(s, ".hdb")
+	if !found {
+		return 0, 0, false
+	}
+	// The start may be negative (before 1970), so split at the last '-'.
+	i := strings.LastIndexByte(s, '-')
+	if i <= 0 {
+		return 0, 0, false
+	}
+	start, err1 := strconv.ParseInt(s[:i], 10, 64)
+	seq, err2 := strconv.ParseUint(s[i+1:], 10, 64)
+	return start, seq, err1 == nil && err2 == nil
+}
+
+// writeFileAtomic writes data to dir/name through a temporary file that is
+// synced before the rename, then syncs the directory so the rename itself
+// survives a crash.
+func writeFileAtomic(dir, name string, write func(w io.Writer) error) error {
+	tmp, err := os.CreateTemp(dir, name+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	bw := bufio.NewWriterSize(tmp, 1<<20)
+	if err := write(bw); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// newBlock is a block to be written to a partition file.
+type newBlock struct {
+	id  uint64
+	hdr block.Header
+	b   []byte
+}
+
+// writePartFile writes blocks (in the order given) as a partition file and
+// returns the index entries of the written blocks.
+func writePartFile(dir, name string, blocks []newBlock) ([]indexEntry, error) {
+	entries := make([]indexEntry, 0, len(blocks))
+	err := writeFileAtomic(dir, name, func(w io.Writer) error {
+		off := int64(len(fileMagic))
+		if _, err := io.WriteString(w, fileMagic); err != nil {
+			return err
+		}
+		var idx []byte
+		for _, b := range blocks {
+			if _, err := w.Write(b.b); err != nil {
+				return err
+			}
+			idx = binary.AppendUvarint(idx, b.id)
+			idx = binary.AppendUvarint(idx, uint64(off))
+			idx = binary.AppendUvarint(idx, uint64(len(b.b)))
+			idx = binary.AppendVarint(idx, b.hdr.MinTime)
+			idx = binary.AppendVarint(idx, b.hdr.MaxTime)
+			idx = binary.AppendUvarint(idx, uint64(b.hdr.Count))
+			entries = append(entries, indexEntry{id: b.id, ref: blockRef{
+				off: off, size: int64(len(b.b)), minTime: b.hdr.MinTime, maxTime: b.hdr.MaxTime, count: b.hdr.Count}})
+			off += int64(len(b.b))
+		}
+		idx = binary.LittleEndian.AppendUint64(idx, uint64(off))
+		idx = binary.LittleEndian.AppendUint32(idx, crc32.Checksum(idx[:len(idx)-8], castagnoli))
+		idx = append(idx, footerMagic...)
+		_, err := w.Write(idx)
+		return err
+	})
+	return entries, err
+}
+
+// openPartFile opens a partition file and reads its index.
+func openPartFile(dir, name string) (*partFile, error) {
+	start, seq, ok := parsePartFileName(name)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s: not a partition file name", ErrCorrupt, name)
+	}
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	pf := &partFile{name: name, start: start, seq: seq, f: f}
+	if err := pf.readIndex(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return pf, nil
+}
+
+func (pf *partFile) readIndex() error {
+	st, err := pf.f.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size < int64(len(fileMagic))+footerSize {
+		return fmt.Errorf("%w: %d bytes", ErrCorrupt, size)
+	}
+	var foot [footerSize]byte
+	if _, err := pf.f.ReadAt(foot[:], size-footerSize); err != nil {
+		return err
+	}
+	idxOff := int64(binary.LittleEndian.Uint64(foot[:8]))
+	if string(foot[12:]) != footerMagic || idxOff < int64(len(fileMagic)) || idxOff > size-footerSize {
+		return fmt.Errorf("%w: bad footer", ErrCorrupt)
+	}
+	idx := make([]byte, size-footerSize-idxOff)
+	if _, err := pf.f.ReadAt(idx, idxOff); err != nil {
+		return err
+	}
+	if crc32.Checksum(idx, castagnoli) != binary.LittleEndian.Uint32(foot[8:12]) {
+		return fmt.Errorf("%w: index checksum mismatch", ErrCorrupt)
+	}
+	for len(idx) > 0 {
+		var v [6]uint64
+		for i := range v {
+			var n int
+			if i == 3 || i == 4 {
+				var s int64
+				s, n = binary.Varint(idx)
+				v[i] = uint64(s)
+			} else {
+				v[i], n = binary.Uvarint(idx)
+			}
+			if n <= 0 {
+				return fmt.Errorf("%w: index truncated", ErrCorrupt)
+			}
+			idx = idx[n:]
+		}
+		off, sz := int64(v[1]), int64(v[2])
+		if v[1] > uint64(idxOff) || v[2] > uint64(idxOff) || off+sz > idxOff || v[5] == 0 || v[5] > block.MaxPoints {
+			return fmt.Errorf("%w: index entry out of range", ErrCorrupt)
+		}
+		pf.refs = append(pf.refs, indexEntry{id: v[0], ref: blockRef{
+			file: pf, off: off, size: sz, minTime: int64(v[3]), maxTime: int64(v[4]), count: int(v[5]), seq: pf.seq}})
+	}
+	return nil
+}
+
+// manifest is the committed state of the directory.
+type manifest struct {
+	seriesLen  int64
+	checkpoint []byte
+	files      []string
+}
+
+func (m *manifest) encode() []byte {
+	b := []byte(manifestMagic)
+	b = binary.AppendUvarint(b, uint64(m.seriesLen))
+	b = binary.AppendUvarint(b, uint64(len(m.checkpoint)))
+	b = append(b, m.checkpoint...)
+	b = binary.AppendUvarint(b, uint64(len(m.files)))
+	for _, f := range m.files {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+}
+
+func decodeManifest(b []byte) (*manifest, error) {
+	bad := fmt.Errorf("%w: %s", ErrCorrupt, manifestName)
+	if len(b) < len(manifestMagic)+4 || string(b[:len(manifestMagic)]) != manifestMagic ||
+		crc32.Checksum(b[:len(b)-4], castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
+		return nil, bad
+	}
+	r := bytes.NewReader(b[len(manifestMagic) : len(b)-4])
+	var m manifest
+	str := func() ([]byte, error) {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n > uint64(r.Len()) {
+			return nil, bad
+		}
+		s := make([]byte, n)
+		_, err = io.ReadFull(r, s)
+		return s, err
+	}
+	sl, err := binary.ReadUvarint(r)
+	if err != nil {
+		return nil, bad
+	}
+	m.seriesLen = int64(sl)
+	if m.checkpoint, err = str(); err != nil {
+		return nil, bad
+	}
+	n, err := binary.ReadUvarint(r)
+	if err != nil || n > uint64(r.Len()) {
+		return nil, bad
+	}
+	for range n {
+		f, err := str()
+		if err != nil {
+			return nil, bad
+		}
+		m.files = append(m.files, string(f))
+	}
+	if r.Len() != 0 {
+		return nil, bad
+	}
+	return &m, nil
+}
+
+func appendSeriesRecord(dst []byte, name string, id uint64) []byte {
+	start := len(dst)
+	dst = binary.AppendUvarint(dst, uint64(len(name)))
+	dst = append(dst, name...)
+	dst = binary.LittleEndian.AppendUint64(dst, id)
+	return binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[start:], castagnoli))
+}
+
+// readSeriesLog parses the committed prefix of series.log.
+func readSeriesLog(b []byte, each func(name string, id uint64)) error {
+	for len(b) > 0 {
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) || uint64(len(b)-k)-n < 12 {
+			return fmt.Errorf("%w: %s truncated", ErrCorrupt, seriesLogName)
+		}
+		end := k + int(n) + 8
+		if crc32.Checksum(b[:end], castagnoli) != binary.LittleEndian.Uint32(b[end:]) {
+			return fmt.Errorf("%w: %s checksum mismatch", ErrCorrupt, seriesLogName)
+		}
+		each(string(b[k:k+int(n)]), binary.LittleEndian.Uint64(b[k+int(n):]))
+		b = b[end+4:]
+	}
+	return nil
+}
