@@ -25,6 +25,11 @@ const benchUsage = `Scenarios:
            the broker acknowledges) and then a phase at half the peak rate;
            prints one JSON line per phase: messages/s published and delivered,
            publish->PUBACK p50/p99/max.
+  uns      Simulated Sparkplug edge nodes (NODES x DEVICES x METRICS at RATE
+           DDATA/s per device) publish through the broker while a client of
+           /api/v1/uns/live measures each point's latency from its source
+           timestamp to its arrival as an event; prints points/s and
+           latency p50/p99/p99.9/max. Defaults: 50,000 points/s.
 
 Any MQTT broker can be the target (--broker), so a peer such as mosquitto is
 measured by the same client code. See docs/benchmarks.md and scripts/bench-ingest.sh.
@@ -38,6 +43,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 	switch args[0] {
 	case "ingest":
 		return benchIngest(args[1:], stdout, stderr)
+	case "uns":
+		return benchUNS(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("%w: unknown scenario %q", errUsage, args[0])

@@ -73,10 +73,15 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	return json.NewEncoder(stdout).Encode(runSimulation(ctx, p, stderr))
+}
+
+// runSimulation runs the simulated publishers for p.Duration (or until ctx
+// ends), reporting progress on stderr every 2 s.
+func runSimulation(ctx context.Context, p simParams, stderr io.Writer) simResult {
 	ctx, cancel := context.WithTimeout(ctx, p.Duration)
 	defer cancel()
 
-	var res simResult
 	var births, msgs, points, drops, errs atomic.Int64
 	began := time.Now()
 	var wg sync.WaitGroup
@@ -109,11 +114,11 @@ func cmdSimulate(args []string, stdout, stderr io.Writer) error {
 				time.Since(began).Round(time.Second), msgs.Load(), points.Load(), births.Load(), drops.Load(), errs.Load())
 		}
 	}
-	res = simResult{Scenario: "simulate", Nodes: p.Nodes, Devices: p.Devices, Metrics: p.Metrics,
+	res := simResult{Scenario: "simulate", Nodes: p.Nodes, Devices: p.Devices, Metrics: p.Metrics,
 		Seconds: time.Since(began).Seconds(), Births: births.Load(), Messages: msgs.Load(), Points: points.Load(),
 		Drops: drops.Load(), Errors: errs.Load()}
 	res.PointsPerS = float64(res.Points) / res.Seconds
-	return json.NewEncoder(stdout).Encode(res)
+	return res
 }
 
 type simNode struct {
