@@ -98,6 +98,9 @@ type DB struct {
 	seriesSz int64
 	ckpt     []byte
 	closed   bool
+	// latestMu guards series.latest for Last, which fills it under the
+	// read lock; Append writes it under the write lock.
+	latestMu sync.Mutex
 }
 
 type series struct {
@@ -110,8 +113,9 @@ type series struct {
 	// Encoded blocks, in memory until Flush and on disk after.
 	blocks []blockRef
 	dband  deadband
-	// latest is the newest point appended since Open, which answers
-	// "current value" queries without decoding a block.
+	// latest is the series' newest point (of equal times, the last to
+	// arrive), when known: it answers "current value" queries without
+	// decoding a block.
 	latest    Sample
 	hasLatest bool
 }
@@ -376,7 +380,7 @@ func (db *DB) appendTo(s *series, buf *block.Points, t int64, v uns.Value, q uns
 	if !s.has || t > s.maxT {
 		s.maxT, s.has = t, true
 	}
-	if !s.hasLatest || t >= s.latest.Time {
+	if s.hasLatest && t >= s.latest.Time || !s.hasLatest && t >= s.maxStored() {
 		s.latest, s.hasLatest = Sample{t, v, q}, true
 	}
 	return nil

@@ -29,10 +29,10 @@ type deadband struct {
 	lastK uns.Kind
 	lastQ uns.Quality
 
-	held    bool
-	heldT   int64
-	heldV   uns.Value
-	heldQ   uns.Quality
+	held  bool
+	heldT int64
+	heldV uns.Value
+	heldQ uns.Quality
 }
 
 // keep reports whether the caller should store the point (t, v, q), after

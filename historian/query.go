@@ -160,8 +160,11 @@ func (db *DB) Last(dst []Sample, ids []uint64, at int64) ([]Sample, error) {
 		if s == nil {
 			return dst, fmt.Errorf("%w: %d", ErrUnknownSeries, id)
 		}
-		if s.hasLatest && at >= s.latest.Time && s.latest.Time >= s.maxStored() {
-			dst = append(dst, s.latest)
+		db.latestMu.Lock()
+		latest, ok := s.latest, s.hasLatest
+		db.latestMu.Unlock()
+		if ok && at >= latest.Time {
+			dst = append(dst, latest)
 			continue
 		}
 		best := Sample{Time: NoTime}
@@ -180,6 +183,13 @@ func (db *DB) Last(dst []Sample, ids []uint64, at int64) ([]Sample, error) {
 			if i >= 0 && (best.Time == NoTime || p.Times[i] > best.Time) {
 				best = Sample{p.Times[i], p.Value(i), p.QualityAt(i)}
 			}
+		}
+		if best.Time != NoTime && best.Time == s.maxStored() {
+			// The series' newest point: remember it for the next "current
+			// value" query (after a restart the cache starts empty).
+			db.latestMu.Lock()
+			s.latest, s.hasLatest = best, true
+			db.latestMu.Unlock()
 		}
 		dst = append(dst, best)
 	}
