@@ -369,3 +369,50 @@ func TestDeadband(t *testing.T) {
 		}
 	}
 }
+
+// Appends, flushes, compactions and queries may run concurrently (run
+// with -race to check the locking).
+func TestConcurrentUse(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	defer db.Close()
+	id, _ := db.Series("a/b/c")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 2000 {
+			if err := db.Append(id, int64(i)*100, uns.FloatValue(float64(i)), uns.Good); err != nil {
+				t.Error(err)
+				return
+			}
+			if i%500 == 0 {
+				if err := db.Flush(nil); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	var dst []Sample
+	for running := true; running; {
+		select {
+		case <-done:
+			running = false
+		default:
+		}
+		var err error
+		if dst, err = db.Range(dst[:0], id, 0, math.MaxInt64); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i < len(dst); i++ {
+			if dst[i].Time <= dst[i-1].Time {
+				t.Fatalf("out of order at %d", i)
+			}
+		}
+		if _, err := db.Last(nil, []uint64{id}, math.MaxInt64); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := db.Range(nil, id, 0, math.MaxInt64); len(got) != 2000 {
+		t.Fatalf("%d points", len(got))
+	}
+}
