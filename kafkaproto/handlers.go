@@ -253,6 +253,11 @@ func parseTopicConfigs(cfgs []kmsg.CreateTopicsRequestTopicConfig, tc *mlog.Topi
 	return nil
 }
 
+// maxCreatePartitions bounds CreateTopics: every partition of the embedded
+// log is a directory, files and a writer goroutine, so a client must not be
+// able to ask for millions.
+const maxCreatePartitions = 1024
+
 func (c *conn) handleCreateTopics(ctx context.Context, req *kmsg.CreateTopicsRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.CreateTopicsResponse)
 	for _, rt := range req.Topics {
@@ -270,8 +275,8 @@ func (c *conn) handleCreateTopics(ctx context.Context, req *kmsg.CreateTopicsReq
 			fail(codeInvalidRequest, "manual replica assignment is not supported")
 		case rt.ReplicationFactor != -1 && rt.ReplicationFactor != 1:
 			fail(codeInvalidReplication, fmt.Sprintf("replication factor %d: Millstream is a single node; use 1 or -1", rt.ReplicationFactor))
-		case rt.NumPartitions == 0 || rt.NumPartitions < -1:
-			fail(codeInvalidPartitions, fmt.Sprintf("%d partitions: use at least 1, or -1 for the default", rt.NumPartitions))
+		case rt.NumPartitions == 0 || rt.NumPartitions < -1 || rt.NumPartitions > maxCreatePartitions:
+			fail(codeInvalidPartitions, fmt.Sprintf("%d partitions: use 1 to %d, or -1 for the default", rt.NumPartitions, maxCreatePartitions))
 		default:
 			if rt.NumPartitions > 0 {
 				tc.Partitions = rt.NumPartitions

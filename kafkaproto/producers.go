@@ -23,9 +23,10 @@ const (
 )
 
 type producerStore struct {
-	mu     sync.Mutex
-	next   int64
-	states map[int64]*producerState
+	mu        sync.Mutex
+	next      int64
+	states    map[int64]*producerState
+	lastSweep time.Time
 }
 
 type producerState struct {
@@ -69,7 +70,10 @@ func (ps *producerStore) init(pid int64, epoch int16) (int64, int16, int16) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	now := time.Now()
-	if len(ps.states) >= maxProducers/2 {
+	// Sweep idle producers at most once a minute: a client calling
+	// InitProducerID in a loop must not make every call scan the map.
+	if len(ps.states) >= maxProducers/2 && now.Sub(ps.lastSweep) > time.Minute {
+		ps.lastSweep = now
 		for id, st := range ps.states {
 			if now.Sub(st.lastUsed) > producerExpiry {
 				delete(ps.states, id)

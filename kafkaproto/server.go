@@ -474,7 +474,7 @@ func (c *conn) handleFrame(body []byte) (*pendingResp, error) {
 	}
 	req.SetVersion(version)
 	if req.IsFlexible() {
-		kmsg.SkipTags(&r)
+		skipTags(&r)
 		if !r.Ok() {
 			c.s.m.malformed.Inc()
 			return nil, fmt.Errorf("truncated %s request header", apiName)
@@ -595,4 +595,19 @@ func (c *conn) advertised() (string, int32) {
 		return "127.0.0.1", 9092
 	}
 	return h, p
+}
+
+// skipTags skips a tagged-field section like kmsg.SkipTags, but stops at the
+// end of the input: kmsg.SkipTags runs its loop for the full declared count
+// (up to 2^32) even after the input is exhausted, which costs seconds of
+// CPU for a 5-byte header.
+func skipTags(r *kbin.Reader) {
+	n := r.Uvarint()
+	for ; n > 0 && r.Ok(); n-- {
+		r.Uvarint()
+		r.Span(int(r.Uvarint()))
+		if len(r.Src) == 0 && n > 1 {
+			r.Span(1) // more tags declared than bytes: mark the reader bad
+		}
+	}
 }
