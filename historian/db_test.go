@@ -130,8 +130,9 @@ func TestAgainstModel(t *testing.T) {
 						ts = now
 					}
 					kind := kinds[k]
-					if r.IntN(200) == 0 {
-						kinds[k] = uns.Kind(r.IntN(2)*3) + uns.Float // float ⇄ bool-free kind change
+					if r.IntN(60) == 0 {
+						// A tag reconfigured: its values change kind.
+						kinds[k] = []uns.Kind{uns.Float, uns.Int, uns.String}[r.IntN(3)]
 						kind = kinds[k]
 					}
 					v := randomValue(r, kind)
