@@ -77,7 +77,8 @@ type Commands struct {
 
 // Log configures the event log.
 type Log struct {
-	// Backend is "embedded" (segment files under data_dir/log).
+	// Backend is "embedded" (segment files under data_dir/log) or "kafka"
+	// (an Apache Kafka cluster, configured under Kafka).
 	Backend string `yaml:"backend"`
 	// Fsync is "group" (concurrent appends share one fsync, flushed every
 	// FsyncInterval or FsyncBytes, whichever comes first) or "always" (every
@@ -94,6 +95,38 @@ type Log struct {
 	RetentionBytes ByteSize `yaml:"retention_bytes"`
 	// Topics overrides partitions and retention per topic name.
 	Topics map[string]Topic `yaml:"topics"`
+	// Kafka is the cluster of log.backend kafka.
+	Kafka Kafka `yaml:"kafka"`
+}
+
+// Kafka configures the connection to a Kafka cluster (log.backend: kafka).
+type Kafka struct {
+	// Brokers are seed brokers, host:port.
+	Brokers  []string `yaml:"brokers"`
+	ClientID string   `yaml:"client_id"`
+	// ReplicationFactor of topics Millstream creates; 0 means the
+	// cluster's default.
+	ReplicationFactor int16     `yaml:"replication_factor"`
+	TLS               KafkaTLS  `yaml:"tls,omitempty"`
+	SASL              KafkaSASL `yaml:"sasl,omitempty"`
+}
+
+// KafkaTLS configures TLS to the Kafka brokers.
+type KafkaTLS struct {
+	Enabled            bool   `yaml:"enabled"`
+	CAFile             string `yaml:"ca_file"`
+	CertFile           string `yaml:"cert_file"`
+	KeyFile            string `yaml:"key_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// KafkaSASL configures SASL authentication to the Kafka brokers.
+type KafkaSASL struct {
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty means none.
+	Mechanism string `yaml:"mechanism"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
 }
 
 // Topic overrides the log defaults for one topic. Zero fields inherit.
@@ -191,6 +224,7 @@ func Default() Config {
 		DataDir: "./data",
 		Log: Log{
 			Backend:        "embedded",
+			Kafka:          Kafka{ClientID: "millstream"},
 			Fsync:          "group",
 			FsyncInterval:  Duration(time.Millisecond),
 			FsyncBytes:     ByteSize(4 << 20),

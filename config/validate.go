@@ -176,7 +176,10 @@ func (k *checker) sparkplug(s Sparkplug) {
 }
 
 func (k *checker) log(l Log) {
-	k.oneOf("log.backend", l.Backend, "embedded")
+	k.oneOf("log.backend", l.Backend, "embedded", "kafka")
+	if l.Backend == "kafka" {
+		k.kafka(l.Kafka)
+	}
 	k.oneOf("log.fsync", l.Fsync, "group", "always")
 	if l.FsyncInterval <= 0 || time.Duration(l.FsyncInterval) > 10*time.Second {
 		// Above 10s an acknowledgement could wait longer than MQTT clients
@@ -361,6 +364,44 @@ func (k *checker) limits(l Limits) {
 	}
 	if q := l.MaxQueuedMessages; q < -1 || q > 65535 {
 		k.add(p+"max_queued_messages", q, "%d is out of range; use 1 to 65535, 0 for the default (%d), or -1 for the maximum (65535)", q, d.MaxQueuedMessages)
+	}
+}
+
+func (k *checker) kafka(c Kafka) {
+	if len(c.Brokers) == 0 {
+		k.add("log.kafka.brokers", c.Brokers, "is empty; with log.backend: kafka list the seed brokers, e.g. [kafka1:9092, kafka2:9092]")
+	}
+	for i, b := range c.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			k.add("log.kafka.brokers["+strconv.Itoa(i)+"]", b, "%q is not host:port, e.g. kafka1:9092", b)
+		}
+	}
+	if c.ClientID == "" {
+		k.add("log.kafka.client_id", c.ClientID, "is empty; name this client for the brokers' logs and quotas, e.g. millstream")
+	}
+	if c.ReplicationFactor < 0 {
+		k.add("log.kafka.replication_factor", c.ReplicationFactor, "%d is out of range; use 0 (the cluster's default) or the number of replicas, e.g. 3", c.ReplicationFactor)
+	}
+	if c.SASL.Mechanism != "" {
+		k.oneOf("log.kafka.sasl.mechanism", c.SASL.Mechanism, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+		if c.SASL.Username == "" {
+			k.add("log.kafka.sasl.username", c.SASL.Username, "is empty but log.kafka.sasl.mechanism is set")
+		}
+	}
+	t := c.TLS
+	if !t.Enabled && (t.CAFile != "" || t.CertFile != "" || t.KeyFile != "") {
+		k.add("log.kafka.tls.enabled", t.Enabled, "is false but TLS files are set; set enabled: true or remove the files")
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") {
+		k.add("log.kafka.tls.cert_file", t.CertFile, "cert_file and key_file go together (mutual TLS); set both or neither")
+	}
+	for _, f := range []struct{ key, name string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		if f.name == "" {
+			continue
+		}
+		if fi, err := os.Stat(f.name); err != nil || fi.IsDir() {
+			k.add("log.kafka.tls."+f.key, f.name, "cannot read the PEM file %q (a relative path starts from the working directory)", f.name)
+		}
 	}
 }
 

@@ -39,7 +39,26 @@ func TestValidate(t *testing.T) {
 		want   []string // one per error, in order; nil means valid
 	}{
 		{"data_dir empty", func(c *Config) { c.DataDir = " " }, []string{`data_dir: is empty; give the directory for the log and derived state, e.g. ./data`}},
-		{"backend", func(c *Config) { c.Log.Backend = "kafka" }, []string{`log.backend: "kafka" is not allowed; use embedded`}},
+		{"backend", func(c *Config) { c.Log.Backend = "cassandra" }, []string{`log.backend: "cassandra" is not allowed; use embedded or kafka`}},
+		{"kafka without brokers", func(c *Config) { c.Log.Backend = "kafka" }, []string{`log.kafka.brokers: is empty`}},
+		{"kafka", func(c *Config) {
+			c.Log.Backend = "kafka"
+			c.Log.Kafka.Brokers = []string{"k1:9092", "k2"}
+			c.Log.Kafka.SASL.Mechanism = "scram"
+			c.Log.Kafka.TLS.CAFile = missing
+		}, []string{
+			`log.kafka.brokers[1]: "k2" is not host:port`,
+			`log.kafka.sasl.mechanism: "scram" is not allowed; use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512`,
+			`log.kafka.sasl.username: is empty`,
+			`log.kafka.tls.enabled: is false but TLS files are set`,
+			`log.kafka.tls.ca_file: cannot read the PEM file`,
+		}},
+		{"kafka good", func(c *Config) {
+			c.Log.Backend = "kafka"
+			c.Log.Kafka.Brokers = []string{"k1:9092"}
+			c.Log.Kafka.SASL = KafkaSASL{Mechanism: "SCRAM-SHA-512", Username: "u", Password: "p"}
+			c.Log.Kafka.TLS = KafkaTLS{Enabled: true, CAFile: ca}
+		}, nil},
 		{"fsync", func(c *Config) { c.Log.Fsync = "" }, []string{`log.fsync: is empty; use group or always`}},
 		{"fsync_interval zero", func(c *Config) { c.Log.FsyncInterval = 0 }, []string{`log.fsync_interval: 0 is out of range; use a duration above 0 and at most 10s, e.g. 1ms`}},
 		{"fsync_interval long", func(c *Config) { c.Log.FsyncInterval = Duration(11 * time.Second) }, []string{`log.fsync_interval: 11s is out of range`}},

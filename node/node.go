@@ -16,11 +16,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/millstream/millstream/api"
 	"github.com/millstream/millstream/broker"
 	"github.com/millstream/millstream/config"
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
+	"github.com/millstream/millstream/log/kafka"
 	"github.com/millstream/millstream/uns"
 )
 
@@ -32,7 +35,7 @@ type Node struct {
 	cfg    config.Config
 	logger *slog.Logger
 
-	log    *embedded.Log
+	log    backend
 	broker *broker.Broker
 	norm   *uns.Normalizer
 	cmds   *uns.Commander
@@ -49,6 +52,47 @@ type Node struct {
 	closeErr  error
 }
 
+// backend is the log as the node needs it: the Log interface and metrics.
+type backend interface {
+	mlog.Log
+	Register(prometheus.Registerer) error
+}
+
+// OpenLog opens the configured log backend: the embedded log under
+// data_dir/log, or a Kafka cluster.
+func OpenLog(ctx context.Context, cfg config.Config, logger *slog.Logger) (backend, error) {
+	switch cfg.Log.Backend {
+	case "kafka":
+		k := cfg.Log.Kafka
+		l, err := kafka.Open(ctx, kafka.Options{
+			Brokers:           k.Brokers,
+			ClientID:          k.ClientID,
+			ReplicationFactor: k.ReplicationFactor,
+			TLS: kafka.TLSOptions{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
+				ServerName: k.TLS.ServerName, InsecureSkipVerify: k.TLS.InsecureSkipVerify},
+			SASL: kafka.SASLOptions{Mechanism: k.SASL.Mechanism, User: k.SASL.Username, Password: k.SASL.Password},
+			// The same topic defaults as the embedded log, so that a
+			// plant keeps its retention when it moves to Kafka.
+			Defaults: mlog.TopicConfig{
+				Partitions:     cfg.Log.Partitions,
+				RetentionAge:   time.Duration(cfg.Log.RetentionAge),
+				RetentionBytes: int64(cfg.Log.RetentionBytes),
+			},
+			Logger: logger.With("component", "log"),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("open the Kafka log (log.kafka.brokers %v): %w", k.Brokers, err)
+		}
+		return l, nil
+	default:
+		l, err := embedded.Open(filepath.Join(cfg.DataDir, "log"), LogOptions(cfg, logger))
+		if err != nil {
+			return nil, fmt.Errorf("open log in %s: %w", cfg.DataDir, err)
+		}
+		return l, nil
+	}
+}
+
 // New opens the log and builds every component. Nothing listens yet.
 func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	if logger == nil {
@@ -56,9 +100,11 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, logger: logger}
 
-	l, err := embedded.Open(filepath.Join(cfg.DataDir, "log"), LogOptions(cfg, logger))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	l, err := OpenLog(ctx, cfg, logger)
 	if err != nil {
-		return nil, fmt.Errorf("open log in %s: %w", cfg.DataDir, err)
+		return nil, err
 	}
 	n.log = l
 	if err := n.createTopics(context.Background()); err != nil {
@@ -228,7 +274,7 @@ func (n *Node) Start(ctx context.Context) error {
 
 	n.publishHostState(true)
 
-	attrs := []any{"data_dir", n.cfg.DataDir, "http", ln.Addr().String()}
+	attrs := []any{"log", n.cfg.Log.Backend, "data_dir", n.cfg.DataDir, "http", ln.Addr().String()}
 	for name, a := range n.broker.Addrs() {
 		attrs = append(attrs, "mqtt_"+name, a.String())
 	}
