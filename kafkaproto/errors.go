@@ -25,7 +25,6 @@ var (
 	codeNotLeader             = kerr.NotLeaderForPartition.Code
 	codeRequestTimedOut       = kerr.RequestTimedOut.Code
 	codeStorageError          = kerr.KafkaStorageError.Code
-	codeUnknownServerError    = kerr.UnknownServerError.Code
 	codeInvalidTopic          = kerr.InvalidTopicException.Code
 	codeTopicExists           = kerr.TopicAlreadyExists.Code
 	codeInvalidPartitions     = kerr.InvalidPartitions.Code
@@ -43,9 +42,6 @@ var (
 	codeInconsistentProtocol  = kerr.InconsistentGroupProtocol.Code
 	codeMemberIDRequired      = kerr.MemberIDRequired.Code
 	codeInvalidSessionTimeout = kerr.InvalidSessionTimeout.Code
-	codeGroupIDNotFound       = kerr.GroupIDNotFound.Code
-	codeUnsupportedVersion    = kerr.UnsupportedVersion.Code
-	codeGroupAuth             = kerr.GroupAuthorizationFailed.Code
 )
 
 // logErrorCode maps a log error to the Kafka error code a client acts on
