@@ -22,6 +22,12 @@ const (
 type ConsumerOptions struct {
 	// StartAt applies to partitions without a committed offset.
 	StartAt StartAt
+	// Offsets, when it has an entry for a partition, is where the consumer
+	// starts on it, whatever the group committed. A consumer that
+	// checkpoints its state together with its positions (the historian)
+	// resumes from its own checkpoint: the committed offset may be ahead of
+	// it (state lost) or behind it (crash between checkpoint and commit).
+	Offsets map[int32]int64
 	// MaxPollRecords bounds the records one Poll returns (at least one
 	// fetched batch is always returned whole). Zero means 1000.
 	MaxPollRecords int
@@ -99,9 +105,14 @@ func NewConsumer(l Log, group, topic string, opts ConsumerOptions) (*Consumer, e
 		}
 		if ok {
 			c.committed[p.Partition] = off
-		} else if opts.StartAt == StartLatest {
+		}
+		switch o, set := opts.Offsets[p.Partition]; {
+		case set:
+			off = o
+		case ok: // resume at the commit
+		case opts.StartAt == StartLatest:
 			off = p.End
-		} else {
+		default:
 			off = p.Start
 		}
 		starts[p.Partition] = off

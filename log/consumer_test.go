@@ -206,3 +206,53 @@ func TestConsumerSkipsDeletedRecords(t *testing.T) {
 		t.Fatalf("first record after deleted range has offset %d, want 12", got[0].Offset)
 	}
 }
+
+// Offsets overrides the group's commits, behind and ahead of them, and
+// partitions it does not name still resume at their commit.
+func TestConsumerStartOffsets(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	ctx := context.Background()
+	if err := l.CreateTopic(ctx, "t", log.TopicConfig{Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	var rs []*log.Record
+	for i := range 20 {
+		rs = append(rs, &log.Record{Topic: "t", Partition: int32(i % 2), PartitionSet: true, Value: []byte(fmt.Sprint(i))})
+	}
+	if err := l.ProduceSync(ctx, rs...); err != nil {
+		t.Fatal(err)
+	}
+	// Partition 0 committed at 8, partition 1 at 2.
+	if err := l.CommitOffset(ctx, "g", "t", 0, 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.CommitOffset(ctx, "g", "t", 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	c, err := log.NewConsumer(l, "g", "t", log.ConsumerOptions{Offsets: map[int32]int64{0: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if pos := c.Positions(); pos[0] != 3 || pos[1] != 2 {
+		t.Fatalf("positions before polling = %v, want map[0:3 1:2]", pos)
+	}
+	got := pollN(t, c, (10-3)+(10-2))
+	first := map[int32]int64{0: -1, 1: -1}
+	for _, r := range got {
+		if first[r.Partition] < 0 {
+			first[r.Partition] = r.Offset
+		}
+	}
+	if first[0] != 3 || first[1] != 2 {
+		t.Fatalf("first offsets read = %v, want map[0:3 1:2]", first)
+	}
+	// Commit is unchanged in meaning: it records the positions reached.
+	if err := c.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if off, _, _ := l.CommittedOffset(ctx, "g", "t", 0); off != 10 {
+		t.Fatalf("committed %d on partition 0, want 10", off)
+	}
+}
