@@ -135,3 +135,10 @@ func matchPattern(pat []string, path string) bool {
 	}
 	return false
 }
+
+// MatchPattern reports whether path matches pattern, with the wildcards of
+// Subscribe ("+" one segment, a final "#" any number, including none).
+// Check the pattern with ValidatePattern first.
+func MatchPattern(pattern, path string) bool {
+	return matchPattern(strings.Split(pattern, "/"), path)
+}
