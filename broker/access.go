@@ -210,3 +210,30 @@ func (r *rateLimit) allow() bool {
 	last := r.last.Load()
 	return now-last >= int64(10*time.Second) && r.last.CompareAndSwap(last, now)
 }
+
+// Authenticate checks a username and password against mqtt.users, for
+// other protocols that share the MQTT user model (the Kafka endpoint's SASL
+// PLAIN). Unknown users cost as much as known ones.
+func (b *Broker) Authenticate(username, password string) bool {
+	hash, ok := b.access.users[username]
+	if !ok {
+		_ = bcrypt.CompareHashAndPassword(dummyHash(), []byte(password))
+		return false
+	}
+	return bcrypt.CompareHashAndPassword(hash, []byte(password)) == nil
+}
+
+// Authorize applies mqtt.acl to another protocol's topic names: write is
+// checked as an MQTT publish, read as an MQTT subscription to the name.
+// A Kafka topic name has no "/", so it is one topic level ("#" and exact
+// names match it).
+func (b *Broker) Authorize(username, topic string, write bool) bool {
+	if write {
+		return b.access.acl.allowPublish([]byte(username), topic)
+	}
+	return b.access.acl.allowRead([]byte(username), topic)
+}
+
+// AnonymousAllowed reports whether clients without credentials are let in
+// (mqtt.allow_anonymous, or its loopback default), as decided at Start.
+func (b *Broker) AnonymousAllowed() bool { return b.access.anonymous.Load() }

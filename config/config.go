@@ -22,6 +22,8 @@ type Config struct {
 	Sparkplug Sparkplug `yaml:"sparkplug"`
 	UNS       UNS       `yaml:"uns"`
 	Commands  Commands  `yaml:"commands"`
+	// KafkaEndpoint serves the embedded log over the Kafka protocol.
+	KafkaEndpoint KafkaEndpoint `yaml:"kafka_endpoint"`
 
 	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
 	// Parse or Load found them, so Validate can point at the line to fix.
@@ -64,6 +66,13 @@ type Mapping struct {
 	Unit      string  `yaml:"unit"`
 	Scale     float64 `yaml:"scale"`
 	Offset    float64 `yaml:"offset"`
+}
+
+// KafkaEndpoint configures the Kafka wire-protocol endpoint over the
+// embedded log, so that Kafka tools (kcat, Kafka Connect) read and write it.
+type KafkaEndpoint struct {
+	Enabled bool   `yaml:"enabled"`
+	Address string `yaml:"address"`
 }
 
 // Commands configures writes to devices (Sparkplug NCMD/DCMD), which are
@@ -248,11 +257,12 @@ func Default() Config {
 				MaxQueuedMessages: 8192,
 			},
 		},
-		HTTP:      HTTP{Address: "127.0.0.1:8080"},
-		Logging:   Logging{Level: "info", Format: "text"},
-		Sparkplug: Sparkplug{HostID: "millstream", CheckpointInterval: Duration(time.Second)},
-		UNS:       UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
-		Commands:  Commands{MaxAge: Duration(time.Minute)},
+		HTTP:          HTTP{Address: "127.0.0.1:8080"},
+		Logging:       Logging{Level: "info", Format: "text"},
+		Sparkplug:     Sparkplug{HostID: "millstream", CheckpointInterval: Duration(time.Second)},
+		UNS:           UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
+		Commands:      Commands{MaxAge: Duration(time.Minute)},
+		KafkaEndpoint: KafkaEndpoint{Address: "127.0.0.1:9092"},
 	}
 }
 
@@ -286,6 +296,11 @@ func (c *Config) SetMQTTAddr(addr string) error {
 		}
 	}
 	return errors.New("no listener of type tcp in mqtt.listeners to set the address of; add one to the configuration file")
+}
+
+// SetKafkaAddr enables the Kafka endpoint on addr (the --kafka-addr flag).
+func (c *Config) SetKafkaAddr(addr string) {
+	c.KafkaEndpoint.Enabled, c.KafkaEndpoint.Address = true, addr
 }
 
 // SetHTTPAddr sets http.address (the --http-addr flag).

@@ -448,6 +448,14 @@ func yamlFields(t reflect.Type) []field {
 	return out
 }
 
+// andList joins "a", "b" and "c" as "a, b and c".
+func andList(words []string) string {
+	if len(words) == 1 {
+		return words[0]
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " and " + words[len(words)-1]
+}
+
 func joinPath(path, name string) string {
 	if path == "" {
 		return name
@@ -532,7 +540,7 @@ func unknownKey(name, section string, fields []field) string {
 			}
 		}
 		if len(elsewhere) > 0 {
-			msg += " here (it exists as " + strings.Join(elsewhere, " and ") + "; check the indentation)"
+			msg += " here (it exists as " + andList(elsewhere) + "; check the indentation)"
 		}
 	}
 	where := "at the top level"

@@ -45,7 +45,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "key in the wrong section",
 			yaml: "mqtt:\n  address: 0.0.0.0:1\n",
-			want: []string{"f.yaml:2: mqtt.address: unknown key here (it exists as mqtt.listeners[].address and http.address; check the indentation); allowed keys in mqtt: listeners, allow_anonymous, users, acl, limits, ingress_topic"},
+			want: []string{"f.yaml:2: mqtt.address: unknown key here (it exists as mqtt.listeners[].address, http.address and kafka_endpoint.address; check the indentation); allowed keys in mqtt: listeners, allow_anonymous, users, acl, limits, ingress_topic"},
 		},
 		{
 			name: "unknown key with no close match",
@@ -127,7 +127,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "file is not a mapping",
 			yaml: "- a\n- b\n",
-			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands), not a list"},
+			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands, kafka_endpoint), not a list"},
 		},
 		{
 			name: "duplicate key",

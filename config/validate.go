@@ -112,7 +112,10 @@ func validate(c Config) []*fieldError {
 		k.add("data_dir", c.DataDir, "is empty; give the directory for the log and derived state, e.g. ./data")
 	}
 	k.log(c.Log)
-	k.mqtt(c.MQTT, c.HTTP)
+	k.mqtt(c.MQTT, c.HTTP, c.KafkaEndpoint)
+	if c.KafkaEndpoint.Enabled && c.Log.Backend == "kafka" {
+		k.add("kafka_endpoint.enabled", c.KafkaEndpoint.Enabled, "the Kafka endpoint serves the embedded log; with log.backend: kafka, Kafka tools connect to the cluster itself (set enabled: false)")
+	}
 	k.oneOf("logging.level", c.Logging.Level, "debug", "info", "warn", "error")
 	k.oneOf("logging.format", c.Logging.Format, "text", "json")
 	k.sparkplug(c.Sparkplug)
@@ -253,7 +256,7 @@ type bind struct {
 	addr       string
 }
 
-func (k *checker) mqtt(m MQTT, h HTTP) {
+func (k *checker) mqtt(m MQTT, h HTTP, ke KafkaEndpoint) {
 	var binds []bind
 	addBind := func(path, addr, example string) {
 		if msg := addrProblem(addr, example); msg != "" {
@@ -282,6 +285,9 @@ func (k *checker) mqtt(m MQTT, h HTTP) {
 		k.tls(p+".tls", ls.TLS)
 	}
 	addBind("http.address", h.Address, "127.0.0.1:8080")
+	if ke.Enabled {
+		addBind("kafka_endpoint.address", ke.Address, "127.0.0.1:9092")
+	}
 	for i := range binds {
 		for j := 0; j < i; j++ {
 			if a, b := binds[j], binds[i]; collide(a, b) {

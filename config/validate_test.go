@@ -53,6 +53,12 @@ func TestValidate(t *testing.T) {
 			`log.kafka.tls.enabled: is false but TLS files are set`,
 			`log.kafka.tls.ca_file: cannot read the PEM file`,
 		}},
+		{"kafka endpoint port taken", func(c *Config) { c.SetKafkaAddr("127.0.0.1:8080") }, []string{`kafka_endpoint.address: "127.0.0.1:8080" and http.address ("127.0.0.1:8080") both listen on port 8080`}},
+		{"kafka endpoint over kafka", func(c *Config) {
+			c.SetKafkaAddr("127.0.0.1:9092")
+			c.Log.Backend = "kafka"
+			c.Log.Kafka.Brokers = []string{"k1:9092"}
+		}, []string{`kafka_endpoint.enabled: the Kafka endpoint serves the embedded log`}},
 		{"kafka good", func(c *Config) {
 			c.Log.Backend = "kafka"
 			c.Log.Kafka.Brokers = []string{"k1:9092"}

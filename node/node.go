@@ -21,6 +21,7 @@ import (
 	"github.com/millstream/millstream/api"
 	"github.com/millstream/millstream/broker"
 	"github.com/millstream/millstream/config"
+	"github.com/millstream/millstream/kafkaproto"
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
 	"github.com/millstream/millstream/log/kafka"
@@ -40,11 +41,13 @@ type Node struct {
 	norm   *uns.Normalizer
 	cmds   *uns.Commander
 	api    *api.Server
+	kafka  *kafkaproto.Server // nil unless kafka_endpoint.enabled
 
 	httpLn  net.Listener
 	httpErr chan error
 	normErr chan error
 	cmdsErr chan error
+	kafkaLn net.Listener
 	cancel  context.CancelFunc
 	ready   atomic.Bool
 
@@ -56,6 +59,32 @@ type Node struct {
 type backend interface {
 	mlog.Log
 	Register(prometheus.Registerer) error
+}
+
+// kafkaAnonymous applies the MQTT rule for clients without credentials to
+// the Kafka endpoint: mqtt.allow_anonymous if set, else only while every
+// listener, the Kafka endpoint's included, is bound to loopback.
+func kafkaAnonymous(cfg config.Config) bool {
+	if cfg.MQTT.AllowAnonymous != nil {
+		return *cfg.MQTT.AllowAnonymous
+	}
+	loopback := func(addr string) bool {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return false
+		}
+		if host == "localhost" {
+			return true
+		}
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	for _, l := range cfg.MQTT.Listeners {
+		if !loopback(l.Address) {
+			return false
+		}
+	}
+	return loopback(cfg.KafkaEndpoint.Address)
 }
 
 // OpenLog opens the configured log backend: the embedded log under
@@ -170,6 +199,32 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		l.Close()
 		return nil, fmt.Errorf("register command metrics: %w", err)
 	}
+	if cfg.KafkaEndpoint.Enabled {
+		n.kafka, err = kafkaproto.New(l, kafkaproto.Options{
+			Authenticator: b.Authenticate,
+			Authorizer: func(user, topic string, a kafkaproto.Action) bool {
+				return b.Authorize(user, topic, a == kafkaproto.ActionWrite)
+			},
+			// Kafka clients' groups live beside Millstream's own consumers
+			// in the log; the prefix keeps a client's group "historian"
+			// from moving the historian's offsets.
+			GroupPrefix:    "kafka.",
+			AllowAnonymous: kafkaAnonymous(cfg),
+			// As Kafka's auto.create.topics.enable defaults to true: a
+			// producer's first write creates the topic with the log's
+			// defaults (mqtt.acl decides who may write).
+			AutoCreateTopics: true,
+			Logger:           logger.With("component", "kafka"),
+		})
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("kafka endpoint: %w", err)
+		}
+		if err := n.kafka.Register(reg); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("register kafka endpoint metrics: %w", err)
+		}
+	}
 	n.api = api.New(api.Options{
 		Log:       l,
 		Gatherer:  reg,
@@ -268,6 +323,20 @@ func (n *Node) Start(ctx context.Context) error {
 		n.cmdsErr <- err
 	}()
 
+	if n.kafka != nil {
+		kl, err := net.Listen("tcp", n.cfg.KafkaEndpoint.Address)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("kafka endpoint: listen on %s: %w (set kafka_endpoint.address or --kafka-addr to a free address)", n.cfg.KafkaEndpoint.Address, err)
+		}
+		n.kafkaLn = kl
+		go func() {
+			if err := n.kafka.Serve(kl); err != nil && !errors.Is(err, kafkaproto.ErrServerClosed) {
+				n.logger.Error("kafka endpoint stopped", "error", err)
+			}
+		}()
+	}
+
 	n.httpLn = ln
 	n.httpErr = make(chan error, 1)
 	go func() { n.httpErr <- n.api.Serve(ctx, ln) }()
@@ -277,6 +346,9 @@ func (n *Node) Start(ctx context.Context) error {
 	attrs := []any{"log", n.cfg.Log.Backend, "data_dir", n.cfg.DataDir, "http", ln.Addr().String()}
 	for name, a := range n.broker.Addrs() {
 		attrs = append(attrs, "mqtt_"+name, a.String())
+	}
+	if n.kafkaLn != nil {
+		attrs = append(attrs, "kafka", n.kafkaLn.Addr().String())
 	}
 	n.logger.Info("millstream started", attrs...)
 	n.ready.Store(true)
@@ -306,6 +378,11 @@ func (n *Node) Close() error {
 		var errs []error
 		if n.httpLn != nil { // started
 			n.publishHostState(false)
+		}
+		if n.kafka != nil {
+			if err := n.kafka.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("kafka endpoint: %w", err))
+			}
 		}
 		if n.broker != nil {
 			if err := n.broker.Close(); err != nil {

@@ -19,6 +19,7 @@ func cmdRun(args []string, stderr io.Writer) error {
 	dataDir := fs.String("data-dir", "", "directory for the log and derived state (overrides data_dir)")
 	mqttAddr := fs.String("mqtt-addr", "", "MQTT TCP listener address (overrides the first tcp listener)")
 	httpAddr := fs.String("http-addr", "", "HTTP API, UI and /metrics address (overrides http.address)")
+	kafkaAddr := fs.String("kafka-addr", "", "serve the log over the Kafka protocol on this address (enables kafka_endpoint)")
 	logFormat := fs.String("log-format", "", "log format: text or json (overrides logging.format)")
 	logLevel := fs.String("log-level", "", "log level: debug, info, warn or error (overrides logging.level)")
 	if err := parseFlags(fs, args, false); err != nil {
@@ -39,6 +40,9 @@ func cmdRun(args []string, stderr io.Writer) error {
 	}
 	if *httpAddr != "" {
 		cfg.SetHTTPAddr(*httpAddr)
+	}
+	if *kafkaAddr != "" {
+		cfg.SetKafkaAddr(*kafkaAddr)
 	}
 	if *logFormat != "" {
 		cfg.Logging.Format = *logFormat
