@@ -246,24 +246,33 @@ func NewHost(opts HostOptions) *Host {
 // messages) in valid UTF-8; the host state is then unchanged.
 func (h *Host) Handle(t Topic, p *pb.Payload, now time.Time) (HostResult, error) {
 	var res HostResult
+	err := h.HandleInto(&res, t, p, now)
+	return res, err
+}
+
+// HandleInto is Handle writing into res, whose slices it truncates and
+// reuses: a caller that handles message after message allocates its result
+// slices once. res is reset first, also on error.
+func (h *Host) HandleInto(res *HostResult, t Topic, p *pb.Payload, now time.Time) error {
+	*res = HostResult{Updates: res.Updates[:0], Rebirths: res.Rebirths[:0], Dropped: res.Dropped[:0]}
 	switch t.Type {
 	case NCMD, DCMD, STATE:
 		res.Ignored = fmt.Sprintf("%s is not for the host application", t.Type)
-		return res, nil
+		return nil
 	case NBIRTH, NDEATH, NDATA, DBIRTH, DDEATH, DDATA:
 	default:
-		return res, fmt.Errorf("sparkplug host: unknown message type %q", t.Type)
+		return fmt.Errorf("sparkplug host: unknown message type %q", t.Type)
 	}
 	if t.Group == "" || t.EdgeNode == "" {
-		return res, fmt.Errorf("sparkplug host: %s topic without group or edge node", t.Type)
+		return fmt.Errorf("sparkplug host: %s topic without group or edge node", t.Type)
 	}
 	if t.Type.IsDevice() && t.Device == "" {
-		return res, fmt.Errorf("sparkplug host: %s topic without device", t.Type)
+		return fmt.Errorf("sparkplug host: %s topic without device", t.Type)
 	}
 	// MQTT topic names are UTF-8; refusing anything else keeps the
 	// identifiers exact through the JSON checkpoint.
 	if !utf8.ValidString(t.Group) || !utf8.ValidString(t.EdgeNode) || !utf8.ValidString(t.Device) {
-		return res, fmt.Errorf("sparkplug host: %s topic is not valid UTF-8", t.Type)
+		return fmt.Errorf("sparkplug host: %s topic is not valid UTF-8", t.Type)
 	}
 	if p == nil {
 		p = &pb.Payload{}
@@ -271,13 +280,13 @@ func (h *Host) Handle(t Topic, p *pb.Payload, now time.Time) (HostResult, error)
 	n := h.node(t.Group, t.EdgeNode)
 	switch t.Type {
 	case NBIRTH:
-		h.nbirth(n, p, now, &res)
+		h.nbirth(n, p, now, res)
 	case NDEATH:
-		h.ndeath(n, p, now, &res)
+		h.ndeath(n, p, now, res)
 	default:
-		h.nodeMessage(n, t, p, now, &res)
+		h.nodeMessage(n, t, p, now, res)
 	}
-	return res, nil
+	return nil
 }
 
 func (h *Host) node(group, name string) *hostNode {
@@ -523,14 +532,18 @@ func (h *Host) data(n *hostNode, device string, ms *metricSet, p *pb.Payload, no
 		switch {
 		case m.Alias != nil:
 			def = ms.byAlias[m.GetAlias()]
-			what = fmt.Sprintf("unknown alias %d", m.GetAlias())
 		case m.GetName() != "":
 			def = ms.byName[m.GetName()]
-			what = fmt.Sprintf("unknown metric %q", m.GetName())
-		default:
-			what = "metric without alias or name"
 		}
 		if def == nil {
+			switch {
+			case m.Alias != nil:
+				what = fmt.Sprintf("unknown alias %d", m.GetAlias())
+			case m.GetName() != "":
+				what = fmt.Sprintf("unknown metric %q", m.GetName())
+			default:
+				what = "metric without alias or name"
+			}
 			if device != "" {
 				what += fmt.Sprintf(" on device %q", device)
 			}

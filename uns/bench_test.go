@@ -19,8 +19,15 @@ import (
 // BenchmarkNormalizerSparkplugDDATA measures the normaliser end to end
 // through the embedded log: b.N DDATA messages of 10 aliased metrics are in
 // mqtt.ingress (after one DBIRTH); the timer runs from the normaliser's start
-// until all b.N*10 points are durable in uns.points.
+// until all b.N*10 points are durable in uns.points, written in each record
+// format. With -cpu 1 everything (normaliser and log writer) shares one core.
 func BenchmarkNormalizerSparkplugDDATA(b *testing.B) {
+	for _, format := range []string{FormatJSON, FormatProtobuf} {
+		b.Run(format, func(b *testing.B) { benchNormalizer(b, format) })
+	}
+}
+
+func benchNormalizer(b *testing.B, format string) {
 	l, err := embedded.Open(b.TempDir(), embedded.Options{
 		Defaults: log.TopicConfig{Partitions: 1, RetentionAge: -1, RetentionBytes: -1},
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -67,7 +74,7 @@ func BenchmarkNormalizerSparkplugDDATA(b *testing.B) {
 	}
 	want := int64(1 + 10 + 10*b.N + 1) // bdSeq, the birth's metrics, the data, the flush marker
 
-	n := NewNormalizer(l, NormalizerOptions{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	n := NewNormalizer(l, NormalizerOptions{Format: format, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	b.ResetTimer()

@@ -95,6 +95,7 @@ type Normalizer struct {
 
 	hostMu sync.Mutex // the host is used by Run and read by SparkplugNodes
 	host   *sparkplug.Host
+	spRes  sparkplug.HostResult // reused by every Sparkplug message (Run only)
 
 	// beforeCommit, when set (tests), runs after a batch is durable and
 	// before it is committed; an error stops Run as a crash would.
@@ -172,7 +173,13 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	seen := map[int32]int64{}
 
 	var pts, written []Point
-	var buf []byte
+	// Reused by every batch once it is durable; see below.
+	var (
+		arena   []byte
+		recSlab []log.Record
+		hdrs    []log.Header
+	)
+	b := newBatch()
 	proto, ct := n.opts.Format == FormatProtobuf, contentTypeJSON
 	if proto {
 		ct = contentTypeProto
@@ -198,8 +205,8 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("uns normaliser: %w", err)
 		}
-		b := &batch{}
 		written = written[:0]
+		arena, recSlab, hdrs = arena[:0], recSlab[:0], hdrs[:0]
 		for i := range recs {
 			r := &recs[i]
 			n.m.records.Add(1)
@@ -225,41 +232,44 @@ func (n *Normalizer) Run(ctx context.Context) error {
 				if n.opts.Tree != nil || n.opts.Live != nil {
 					written = append(written, *p)
 				}
-				// One allocation holds the record's value, key and source
-				// header: the log keeps them until the append is durable.
+				// The record's value, key and source header are written
+				// into the batch's arena, and the record and its headers
+				// into slabs: the log needs them only until the append is
+				// durable, so all three are reused by the next batch.
+				start := len(arena)
 				if proto {
-					buf = AppendPointProto(buf[:0], p)
+					arena = AppendPointProto(arena, p)
 				} else {
-					buf = AppendPointJSON(buf[:0], p)
+					arena = AppendPointJSON(arena, p)
 				}
-				vlen := len(buf)
+				vend := len(arena)
 				key := p.Asset()
 				if key == "" {
 					key = p.Path
 				}
-				buf = append(buf, key...)
-				klen := len(buf)
-				buf = strconv.AppendInt(buf, int64(r.Partition), 10)
-				buf = append(buf, ':')
-				buf = strconv.AppendInt(buf, r.Offset, 10)
-				buf = append(buf, ':')
-				buf = strconv.AppendInt(buf, int64(j), 10)
-				if len(done) > 0 && done[string(buf[klen:])] {
-					delete(done, string(buf[klen:]))
+				arena = append(arena, key...)
+				kend := len(arena)
+				arena = strconv.AppendInt(arena, int64(r.Partition), 10)
+				arena = append(arena, ':')
+				arena = strconv.AppendInt(arena, r.Offset, 10)
+				arena = append(arena, ':')
+				arena = strconv.AppendInt(arena, int64(j), 10)
+				if len(done) > 0 && done[string(arena[kend:])] {
+					delete(done, string(arena[kend:]))
+					arena = arena[:start]
 					n.m.skipped.Add(1)
 					continue
 				}
-				mem := append([]byte(nil), buf...)
-				b.produce(ctx, n.l, &log.Record{
+				mem := arena[start:len(arena):len(arena)]
+				hdrs = append(hdrs, log.Header{Key: HeaderSource, Value: mem[kend-start:]}, log.Header{Key: HeaderContentType, Value: ct})
+				recSlab = append(recSlab, log.Record{
 					Topic:     PointsTopic,
 					Timestamp: p.Time,
-					Key:       mem[vlen:klen:klen],
-					Value:     mem[:vlen:vlen],
-					Headers: []log.Header{
-						{Key: HeaderSource, Value: mem[klen:]},
-						{Key: HeaderContentType, Value: ct},
-					},
+					Key:       mem[vend-start : kend-start : kend-start],
+					Value:     mem[: vend-start : vend-start],
+					Headers:   hdrs[len(hdrs)-2 : len(hdrs) : len(hdrs)],
 				})
+				b.produce(ctx, n.l, &recSlab[len(recSlab)-1])
 				n.m.points.Add(1)
 			}
 		}
@@ -360,28 +370,43 @@ func passed(seen, pending map[int32]int64) bool {
 	return true
 }
 
-// batch collects the appends of one poll and waits for all of them.
+// batch collects the appends of one poll and waits for all of them. It is
+// reused poll after poll; its promise is bound once, so that an append
+// costs no closure.
 type batch struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	errs []error
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	errs    []error
+	promise func(*log.Record, error)
+}
+
+func newBatch() *batch {
+	b := &batch{}
+	b.promise = b.done
+	return b
+}
+
+func (b *batch) done(_ *log.Record, err error) {
+	if err != nil {
+		b.mu.Lock()
+		b.errs = append(b.errs, err)
+		b.mu.Unlock()
+	}
+	b.wg.Done()
 }
 
 func (b *batch) produce(ctx context.Context, l log.Log, r *log.Record) {
 	b.wg.Add(1)
-	l.Produce(ctx, r, func(_ *log.Record, err error) {
-		if err != nil {
-			b.mu.Lock()
-			b.errs = append(b.errs, err)
-			b.mu.Unlock()
-		}
-		b.wg.Done()
-	})
+	l.Produce(ctx, r, b.promise)
 }
 
+// wait returns once every append of the batch is reported, and readies the
+// batch for the next poll.
 func (b *batch) wait() error {
 	b.wg.Wait()
-	return errors.Join(b.errs...)
+	err := errors.Join(b.errs...)
+	b.errs = b.errs[:0]
+	return err
 }
 
 func (n *Normalizer) deadLetter(ctx context.Context, b *batch, r *log.Record, reason error) {

@@ -29,14 +29,23 @@ import (
 // valid path).
 func sparkplugPoints(dst []Point, ups []sparkplug.MetricUpdate) ([]Point, int) {
 	dropped := 0
+	// The updates of one message share group, node and device: build and
+	// check that part of the path once, and each metric's name on its own
+	// (ValidatePath's rules are per segment, plus the total length).
+	var group, node, device, src, source string
+	srcOK := false
 	for i := range ups {
 		u := &ups[i]
-		src := u.Group + "/" + u.EdgeNode
-		if u.Device != "" {
-			src += "/" + u.Device
+		if i == 0 || u.Group != group || u.EdgeNode != node || u.Device != device {
+			group, node, device = u.Group, u.EdgeNode, u.Device
+			src = group + "/" + node
+			if device != "" {
+				src += "/" + device
+			}
+			source = "spb:" + src
+			srcOK = ValidatePath(src) == nil
 		}
-		path := src + "/" + u.Name
-		if ValidatePath(path) != nil {
+		if !srcOK || ValidatePath(u.Name) != nil || len(src)+1+len(u.Name) > MaxPathBytes {
 			dropped++
 			continue
 		}
@@ -45,7 +54,7 @@ func sparkplugPoints(dst []Point, ups []sparkplug.MetricUpdate) ([]Point, int) {
 			q = Stale
 		}
 		var ok bool
-		dst, ok = appendSparkplugValue(dst, Point{Path: path, Time: u.Timestamp, Quality: q, Unit: u.Unit, Source: "spb:" + src}, u.Value, 0)
+		dst, ok = appendSparkplugValue(dst, Point{Path: src + "/" + u.Name, Time: u.Timestamp, Quality: q, Unit: u.Unit, Source: source}, u.Value, 0)
 		if !ok {
 			dropped++
 		}
@@ -216,7 +225,8 @@ func (n *Normalizer) sparkplug(dst []Point, r *log.Record) ([]Point, error) {
 		return dst, fmt.Errorf("%w: sparkplug payload: %v", ErrPayload, err)
 	}
 	n.hostMu.Lock()
-	res, err := n.host.Handle(t, p, r.Timestamp)
+	res := &n.spRes
+	err = n.host.HandleInto(res, t, p, r.Timestamp)
 	n.hostMu.Unlock()
 	if err != nil {
 		return dst, fmt.Errorf("%w: %v", ErrPayload, err)
