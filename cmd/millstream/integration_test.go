@@ -875,3 +875,33 @@ func TestSimulate(t *testing.T) {
 		t.Errorf("dead letters: %v %s", err, dl.Records)
 	}
 }
+
+// TestBenchUNS runs the end-to-end latency scenario briefly: every point
+// the simulated devices publish arrives on /api/v1/uns/live, with a
+// latency measured for those after the warm-up. (The latency itself is a
+// benchmark result, docs/benchmarks.md, not checked here.)
+func TestBenchUNS(t *testing.T) {
+	s := startServer(t, writeConfig(t, t.TempDir(), ""))
+	cmd := exec.Command(millstreamBin(t), "bench", "uns", "--server", s.http, "--broker", "tcp://127.0.0.1:"+s.port(),
+		"--nodes", "2", "--devices", "2", "--metrics", "5", "--rate", "10", "--duration", "2s", "--warmup", "500ms")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench uns: %v\n%s", err, stderr.String())
+	}
+	var res struct {
+		Published  int64   `json:"points_published"`
+		Received   int64   `json:"points_received"`
+		Measured   int     `json:"latencies_measured"`
+		P99        float64 `json:"latency_p99_ms"`
+		Overflowed bool    `json:"live_stream_overflowed"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("bench uns output %s: %v", out, err)
+	}
+	// Births add each device's metrics once more, on top of the data.
+	if res.Published == 0 || res.Received < res.Published || res.Measured == 0 || res.P99 <= 0 || res.Overflowed {
+		t.Errorf("bench uns result %s", out)
+	}
+}
