@@ -50,6 +50,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/millstream/millstream/historian/block"
@@ -98,6 +99,7 @@ type DB struct {
 	seriesSz int64
 	ckpt     []byte
 	closed   bool
+	lock     *os.File // flock of LOCK: one process per directory
 	// latestMu guards series.latest for Last, which fills it under the
 	// read lock; Append writes it under the write lock.
 	latestMu sync.Mutex
@@ -148,7 +150,12 @@ func Open(opts Options) (*DB, error) {
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	lock, err := lockDir(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
 	db := &DB{
+		lock:    lock,
 		opts:    opts,
 		partMs:  opts.Partition.Milliseconds(),
 		windowM: opts.OutOfOrderWindow.Milliseconds(),
@@ -227,6 +234,9 @@ func (db *DB) load() error {
 	}
 	for _, e := range ents {
 		n := e.Name()
+		if n == lockName {
+			continue
+		}
 		if _, _, ok := parsePartFileName(n); (ok && !live[n]) || strings.Contains(n, ".tmp") {
 			if err := os.Remove(filepath.Join(dir, n)); err != nil {
 				return err
@@ -234,6 +244,25 @@ func (db *DB) load() error {
 		}
 	}
 	return nil
+}
+
+const lockName = "LOCK"
+
+// lockDir takes the directory's lock. Open deletes files of uncommitted
+// flushes, which in another process may be a flush under way: a second
+// process on the same directory (say, millstream query --data-dir on a
+// running server's) must be refused, not corrupt it.
+func lockDir(dir string) (*os.File, error) {
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("historian: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("historian: directory %s is in use by another process (stop it, or query through the running server with --server): %w", dir, err)
+	}
+	return f, nil
 }
 
 // sortRefs orders blocks by write order, the order queries merge them in.
@@ -581,5 +610,6 @@ func (db *DB) closeFiles() error {
 	if db.seriesF != nil {
 		errs = append(errs, db.seriesF.Close())
 	}
+	errs = append(errs, db.lock.Close())
 	return errors.Join(errs...)
 }
