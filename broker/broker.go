@@ -381,6 +381,25 @@ func (b *Broker) Publish(topic string, payload []byte, retain bool, qos byte) er
 	return nil
 }
 
+// awaitDeliveries waits, at most timeout, until no connected client has a
+// QoS 1 or 2 message in flight (sent and not acknowledged, or queued).
+func (b *Broker) awaitDeliveries(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for {
+		busy := false
+		for _, cl := range b.srv.Clients.GetAll() {
+			if !cl.Net.Inline && !cl.Closed() && cl.State.Inflight.Len() > 0 {
+				busy = true
+				break
+			}
+		}
+		if !busy || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // Close stops accepting connections, disconnects the clients (persistent
 // sessions are kept), waits for appends in progress and state writes to be
 // reported, and stops. It waits at most Options.ShutdownTimeout for appends
@@ -396,6 +415,11 @@ func (b *Broker) Close() error {
 			b.cancel()
 			return
 		}
+
+		// Messages published just before Close (the Sparkplug host's
+		// offline STATE) are in connected subscribers' queues: let QoS 1
+		// and 2 deliveries be acknowledged first, briefly.
+		b.awaitDeliveries(min(time.Second, b.opts.ShutdownTimeout))
 
 		deadline := time.NewTimer(b.opts.ShutdownTimeout)
 		defer deadline.Stop()

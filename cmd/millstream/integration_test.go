@@ -801,6 +801,23 @@ func TestSparkplugRebirthAndState(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("no rebirth NCMD for a node that sent data before its birth")
 	}
+
+	// Stopping (SIGTERM, as systemd and Kubernetes stop a service) flips
+	// the retained state to offline before the broker closes: a connected
+	// client sees it.
+	s.stop(t, syscall.SIGTERM)
+	select {
+	case m := <-state:
+		var st struct {
+			Online    bool  `json:"online"`
+			Timestamp int64 `json:"timestamp"`
+		}
+		if m.Topic() != "spBv1.0/STATE/millstream" || json.Unmarshal(m.Payload(), &st) != nil || st.Online || st.Timestamp == 0 {
+			t.Errorf("state message on stop %s %s", m.Topic(), m.Payload())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no offline STATE message when millstream stopped")
+	}
 }
 
 // TestSimulate runs `millstream simulate` against a server: Sparkplug edge
