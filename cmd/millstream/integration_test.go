@@ -802,6 +802,40 @@ func TestSparkplugRebirthAndState(t *testing.T) {
 		t.Fatal("no rebirth NCMD for a node that sent data before its birth")
 	}
 
+	// A born node whose DATA skips a sequence number is asked to rebirth.
+	msg := func(seq uint64, ms ...*sparkplugb.Payload_Metric) []byte {
+		b, err := sparkplug.Encode(&sparkplugb.Payload{Seq: proto.Uint64(seq), Timestamp: proto.Uint64(uint64(time.Now().UnixMilli())), Metrics: ms})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	temp := func(name *string, v float64) *sparkplugb.Payload_Metric {
+		return &sparkplugb.Payload_Metric{Name: name, Alias: proto.Uint64(1), Datatype: proto.Uint32(uint32(sparkplug.Double)), Value: &sparkplugb.Payload_Metric_DoubleValue{DoubleValue: v}}
+	}
+	bd := &sparkplugb.Payload_Metric{Name: proto.String("bdSeq"), Datatype: proto.Uint32(uint32(sparkplug.UInt64)), Value: &sparkplugb.Payload_Metric_LongValue{LongValue: 0}}
+	for _, m := range []struct {
+		topic string
+		body  []byte
+	}{
+		{"spBv1.0/acme/NBIRTH/gappy", msg(0, bd, temp(proto.String("Temperature"), 20))},
+		{"spBv1.0/acme/NDATA/gappy", msg(1, temp(nil, 21))},
+		{"spBv1.0/acme/NDATA/gappy", msg(3, temp(nil, 22))}, // seq 2 never comes
+	} {
+		if tok := c.Publish(m.topic, 1, false, m.body); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish %s: %v", m.topic, tok.Error())
+		}
+	}
+	select {
+	case m := <-ncmd:
+		p, err := sparkplug.Decode(m.Payload())
+		if err != nil || m.Topic() != "spBv1.0/acme/NCMD/gappy" || len(p.Metrics) != 1 || p.Metrics[0].GetName() != "Node Control/Rebirth" {
+			t.Errorf("NCMD after a sequence gap %s: %v %v", m.Topic(), err, p)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no rebirth NCMD after a sequence gap")
+	}
+
 	// Stopping (SIGTERM, as systemd and Kubernetes stop a service) flips
 	// the retained state to offline before the broker closes: a connected
 	// client sees it.
