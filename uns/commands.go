@@ -305,8 +305,8 @@ func (c *Commander) Run(ctx context.Context) error {
 			clear(handled)
 		}
 		if len(handled) == 0 {
-			if err := c.bookmark(ctx); err != nil {
-				return err
+			if err := commitBookmark(ctx, c.l, CommanderGroup, AuditTopic); err != nil {
+				return fmt.Errorf("commands: %w", err)
 			}
 		}
 	}
@@ -401,51 +401,12 @@ func (c *Commander) allowed(path string) bool {
 	return false
 }
 
-// bookmark commits the audit topic's end offsets under the Commander's group.
-func (c *Commander) bookmark(ctx context.Context) error {
-	info, err := c.l.Topic(ctx, AuditTopic)
-	if err != nil {
-		return fmt.Errorf("commands: bookmark: %w", err)
-	}
-	for _, p := range info.Partitions {
-		if err := c.l.CommitOffset(ctx, CommanderGroup, AuditTopic, p.Partition, p.End); err != nil {
-			return fmt.Errorf("commands: bookmark: %w", err)
-		}
-	}
-	return nil
-}
-
 // handledBefore reads the audit records after the bookmark: requests
 // handled, but not committed, before the last stop.
 func (c *Commander) handledBefore(ctx context.Context) (map[string]bool, error) {
-	info, err := c.l.Topic(ctx, AuditTopic)
+	done, err := sourcesAfterBookmark(ctx, c.l, CommanderGroup, AuditTopic, headerCommandSource)
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
-	}
-	done := map[string]bool{}
-	for _, p := range info.Partitions {
-		off, ok, err := c.l.CommittedOffset(ctx, CommanderGroup, AuditTopic, p.Partition)
-		if err != nil {
-			return nil, fmt.Errorf("commands: %w", err)
-		}
-		if !ok {
-			off = p.Start
-		}
-		for off < p.End {
-			recs, err := c.l.Fetch(ctx, AuditTopic, p.Partition, max(off, p.Start), log.FetchOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("commands: read %s/%d: %w", AuditTopic, p.Partition, err)
-			}
-			if len(recs) == 0 {
-				break
-			}
-			for _, r := range recs {
-				if v, ok := r.HeaderValue(headerCommandSource); ok {
-					done[string(v)] = true
-				}
-				off = r.Offset + 1
-			}
-		}
 	}
 	return done, nil
 }

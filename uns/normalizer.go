@@ -419,16 +419,10 @@ func (n *Normalizer) deadLetter(ctx context.Context, b *batch, r *log.Record, re
 }
 
 // bookmark commits the current end offsets of uns.points under the
-// normaliser's group.
+// normaliser's group (see commitBookmark).
 func (n *Normalizer) bookmark(ctx context.Context) error {
-	info, err := n.l.Topic(ctx, PointsTopic)
-	if err != nil {
-		return fmt.Errorf("uns normaliser: bookmark: %w", err)
-	}
-	for _, p := range info.Partitions {
-		if err := n.l.CommitOffset(ctx, NormalizerGroup, PointsTopic, p.Partition, p.End); err != nil {
-			return fmt.Errorf("uns normaliser: bookmark: %w", err)
-		}
+	if err := commitBookmark(ctx, n.l, NormalizerGroup, PointsTopic); err != nil {
+		return fmt.Errorf("uns normaliser: %w", err)
 	}
 	return nil
 }
@@ -436,34 +430,9 @@ func (n *Normalizer) bookmark(ctx context.Context) error {
 // alreadyWritten reads uns.points after the bookmark: the points of a batch
 // that was written but not committed before the last stop.
 func (n *Normalizer) alreadyWritten(ctx context.Context) (map[string]bool, error) {
-	info, err := n.l.Topic(ctx, PointsTopic)
+	done, err := sourcesAfterBookmark(ctx, n.l, NormalizerGroup, PointsTopic, HeaderSource)
 	if err != nil {
 		return nil, fmt.Errorf("uns normaliser: %w", err)
-	}
-	done := map[string]bool{}
-	for _, p := range info.Partitions {
-		off, ok, err := n.l.CommittedOffset(ctx, NormalizerGroup, PointsTopic, p.Partition)
-		if err != nil {
-			return nil, fmt.Errorf("uns normaliser: %w", err)
-		}
-		if !ok {
-			off = p.Start
-		}
-		for off < p.End {
-			recs, err := n.l.Fetch(ctx, PointsTopic, p.Partition, max(off, p.Start), log.FetchOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("uns normaliser: read %s/%d: %w", PointsTopic, p.Partition, err)
-			}
-			if len(recs) == 0 {
-				break
-			}
-			for _, r := range recs {
-				if v, ok := r.HeaderValue(HeaderSource); ok {
-					done[string(v)] = true
-				}
-				off = r.Offset + 1
-			}
-		}
 	}
 	return done, nil
 }
