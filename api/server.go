@@ -56,6 +56,9 @@ type Options struct {
 	Sparkplug SparkplugNodes
 	// Commands accepts POST /api/v1/commands; nil answers 404.
 	Commands Commands
+	// History serves /api/v1/series, /api/v1/history and the Prometheus
+	// read API under /api/v1/prom; nil answers 404.
+	History History
 }
 
 // Server is the HTTP API. Create it with New; it is safe for concurrent use.
@@ -159,6 +162,13 @@ func New(o Options) *Server {
 	s.route("GET /api/v1/topics", http.HandlerFunc(s.listTopics))
 	s.route("GET /api/v1/topics/{topic}", http.HandlerFunc(s.getTopic))
 	s.route("GET /api/v1/topics/{topic}/records", http.HandlerFunc(s.records))
+	s.route("GET /api/v1/series", s.historySeries(o.History))
+	s.route("GET /api/v1/history", s.history(o.History))
+	s.route("/api/v1/prom/api/v1/query_range", s.promQueryRange(o.History))
+	s.route("/api/v1/prom/api/v1/query", s.promQuery(o.History))
+	s.route("/api/v1/prom/api/v1/series", s.promSeries(o.History))
+	s.route("/api/v1/prom/api/v1/labels", s.promLabels(o.History))
+	s.route("/api/v1/prom/api/v1/label/{name}/values", s.promLabelValues(o.History))
 
 	// The mux would answer requests that match no route in plain text, and
 	// outside any instrumented handler; send them through unmatched for a
