@@ -301,3 +301,11 @@ func srcOf(t testing.TB, r *kgo.Record) string {
 	t.Errorf("remote record %s/%d/%d has no %s header", r.Topic, r.Partition, r.Offset, HeaderSource)
 	return fmt.Sprint(r.Offset)
 }
+
+func headersOf(hs []kgo.RecordHeader) []mlog.Header {
+	out := make([]mlog.Header, 0, len(hs))
+	for _, h := range hs {
+		out = append(out, mlog.Header{Key: h.Key, Value: h.Value})
+	}
+	return out
+}
