@@ -174,19 +174,22 @@ func (r *Replicator) routedBefore(ctx context.Context) (*idSet, error) {
 func (r *Replicator) routeCommands(ctx context.Context, cl *kgo.Client, seen *idSet) error {
 	c := r.opts.Commands
 	paths := compilePatterns(c.Paths)
+	// Polling blocks rebalances until AllowRebalance: a partition is not
+	// handed to another member between routing its records and committing
+	// them. Every way out allows them again, or Close would wait forever
+	// to leave the group.
+	defer cl.AllowRebalance()
 	for {
 		fs := cl.PollRecords(ctx, 500)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err := fs.Err0(); err != nil && !errors.Is(err, context.Canceled) {
-			cl.AllowRebalance()
 			return fmt.Errorf("remote commands topic: %w", err)
 		}
 		recs := fs.Records()
 		for _, kr := range recs {
 			if err := r.routeOne(ctx, kr, paths, seen); err != nil {
-				cl.AllowRebalance()
 				return err
 			}
 		}
@@ -194,7 +197,6 @@ func (r *Replicator) routeCommands(ctx context.Context, cl *kgo.Client, seen *id
 			if err := cl.CommitRecords(ctx, recs...); err != nil {
 				// Routed but not committed: the next session reads them
 				// again and drops them as duplicates.
-				cl.AllowRebalance()
 				return fmt.Errorf("commit remote commands offsets: %w", err)
 			}
 		}
