@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -110,7 +111,7 @@ func (s *Server) history(h History) http.Handler {
 			writeError(w, http.StatusNotFound, "the historian is not enabled on this server", nil)
 			return
 		}
-		q, err := parseHistoryQuery(r, time.Now())
+		q, err := parseHistoryQuery(r.URL.Query(), time.Now())
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "bad history query", err.Error())
 			return
@@ -120,42 +121,65 @@ func (s *Server) history(h History) http.Handler {
 			s.internalError(w, r, err)
 			return
 		}
-		out := historyJSON{From: q.From, To: q.To, Step: q.Step, Series: make([]historySeriesJSON, len(res))}
-		if q.Step > 0 {
-			out.Agg = q.Agg.String()
-		}
-		var buf []byte
-		for i, x := range res {
-			buf = append(buf[:0], '[')
-			if q.Step > 0 {
-				for k, p := range x.Points {
-					if k > 0 {
-						buf = append(buf, ',')
-					}
-					buf = append(buf, '[')
-					buf = strconv.AppendInt(buf, p.Time, 10)
-					buf = append(buf, ',')
-					buf = appendJSONFloat(buf, p.Value)
-					buf = append(buf, ']')
-				}
-			} else {
-				for k := range x.Samples {
-					if k > 0 {
-						buf = append(buf, ',')
-					}
-					buf = appendSampleJSON(buf, &x.Samples[k])
-				}
-			}
-			buf = append(buf, ']')
-			out.Series[i] = historySeriesJSON{Name: x.Name, Type: x.Kind.String(),
-				Points: append(json.RawMessage(nil), buf...), Truncated: x.Truncated}
-		}
-		writeJSON(w, http.StatusOK, out)
+		b := MarshalHistory(q, res)
+		h := w.Header()
+		h.Set("Content-Type", "application/json")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Content-Length", strconv.Itoa(len(b)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(b)
 	})
 }
 
-func parseHistoryQuery(r *http.Request, now time.Time) (historian.Query, error) {
-	v := r.URL.Query()
+// MarshalHistory returns the JSON body of GET /api/v1/history (with a
+// final newline) for the results of q; millstream query --data-dir
+// prints the same.
+func MarshalHistory(q historian.Query, res []historian.Result) []byte {
+	out := historyJSON{From: q.From, To: q.To, Step: q.Step, Series: make([]historySeriesJSON, len(res))}
+	if q.Step > 0 {
+		out.Agg = q.Agg.String()
+	}
+	var buf []byte
+	for i, x := range res {
+		buf = append(buf[:0], '[')
+		if q.Step > 0 {
+			for k, p := range x.Points {
+				if k > 0 {
+					buf = append(buf, ',')
+				}
+				buf = append(buf, '[')
+				buf = strconv.AppendInt(buf, p.Time, 10)
+				buf = append(buf, ',')
+				buf = appendJSONFloat(buf, p.Value)
+				buf = append(buf, ']')
+			}
+		} else {
+			for k := range x.Samples {
+				if k > 0 {
+					buf = append(buf, ',')
+				}
+				buf = appendSampleJSON(buf, &x.Samples[k])
+			}
+		}
+		buf = append(buf, ']')
+		out.Series[i] = historySeriesJSON{Name: x.Name, Type: x.Kind.String(),
+			Points: append(json.RawMessage(nil), buf...), Truncated: x.Truncated}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		// Only RawMessages this function wrote, always valid.
+		panic(fmt.Sprintf("api: marshal history: %v", err))
+	}
+	return append(b, '\n')
+}
+
+// ParseHistoryQuery reads the parameters of GET /api/v1/history (series,
+// from, to, step, agg, limit), resolving relative times against now.
+func ParseHistoryQuery(v url.Values, now time.Time) (historian.Query, error) {
+	return parseHistoryQuery(v, now)
+}
+
+func parseHistoryQuery(v url.Values, now time.Time) (historian.Query, error) {
 	q := historian.Query{Pattern: v.Get("series"), Limit: defaultRawLimit}
 	if q.Pattern == "" {
 		return q, fmt.Errorf("series is required: a UNS path or pattern, e.g. series=acme/p1/+/temperature")

@@ -42,6 +42,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		err = cmdRun(args[1:], stderr)
 	case "replay":
 		err = cmdReplay(args[1:], stdout, stderr)
+	case "query":
+		err = cmdQuery(args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
 	case "simulate":
