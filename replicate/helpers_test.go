@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -308,4 +309,8 @@ func headersOf(hs []kgo.RecordHeader) []mlog.Header {
 		out = append(out, mlog.Header{Key: h.Key, Value: h.Value})
 	}
 	return out
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))
 }
