@@ -71,6 +71,10 @@ type Options struct {
 	// encoded into an in-memory block (default 1024): the bound on
 	// uncompressed memory per series.
 	HeadPoints int
+	// Retention, when positive, is how long raw points are kept:
+	// ApplyRetention (which the Ingester calls every minute) deletes the
+	// partitions that ended longer ago than this. Zero keeps everything.
+	Retention time.Duration
 	// Deadband, when set, returns the maximum deviation for a series'
 	// numeric values (0: store every point). See Deadband.
 	Deadband func(series string) float64

@@ -191,6 +191,7 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 	in.checkCaughtUp(c.Positions(), ends)
 
 	lastFlush := time.Now()
+	var lastRetention time.Time
 	lastProgress, lastRecords := time.Now(), int64(0)
 	pending := 0
 	flushed := maps.Clone(start)
@@ -203,6 +204,14 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("historian: flush: %w", err)
 		}
 		pending, flushed, lastFlush = 0, pos, time.Now()
+		if time.Since(lastRetention) >= time.Minute {
+			lastRetention = time.Now()
+			if n, err := in.db.ApplyRetention(lastRetention); err != nil {
+				in.log.Warn("historian: retention", "error", err)
+			} else if n > 0 {
+				in.log.Info("historian: retention deleted old partitions", "files", n)
+			}
+		}
 		// For lag reporting only; a failed commit costs nothing on restart.
 		if err := c.Commit(fctx); err != nil && fctx.Err() == nil {
 			in.log.Warn("historian: commit consumer offsets", "error", err)

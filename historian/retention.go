@@ -1,0 +1,70 @@
+package historian
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// DropBefore deletes the partition files whose whole time span lies
+// before t (ms): raw-data retention. It returns how many files it
+// deleted. Points still in memory are not touched (they are few: at most
+// a flush interval's worth); they go with a later call after they are
+// flushed.
+func (db *DB) DropBefore(t int64) (int, error) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return 0, ErrClosed
+	}
+	drop := map[*partFile]bool{}
+	var keep []*partFile
+	for _, f := range db.files {
+		if f.start <= t-db.partMs {
+			drop[f] = true
+		} else {
+			keep = append(keep, f)
+		}
+	}
+	if len(drop) == 0 {
+		return 0, nil
+	}
+	// Commit first: a crash after it leaves unlisted files, which Open
+	// deletes; a crash before it leaves everything as it was.
+	if err := db.commit(keep, db.ckpt); err != nil {
+		return 0, err
+	}
+	db.files = keep
+	db.latestMu.Lock()
+	for _, s := range db.byID {
+		kept := s.blocks[:0]
+		for _, r := range s.blocks {
+			if r.file == nil || !drop[r.file] {
+				kept = append(kept, r)
+			}
+		}
+		clear(s.blocks[len(kept):])
+		s.blocks = kept
+		if s.hasLatest && s.latest.Time < t {
+			s.hasLatest = false // it may have been in a dropped file
+		}
+	}
+	db.latestMu.Unlock()
+	for f := range drop {
+		f.f.Close()
+		if err := os.Remove(filepath.Join(db.opts.Dir, f.name)); err != nil {
+			return len(drop), fmt.Errorf("historian: retention: %w", err)
+		}
+	}
+	return len(drop), nil
+}
+
+// ApplyRetention drops what Options.Retention no longer keeps at time
+// now; without a retention it does nothing.
+func (db *DB) ApplyRetention(now time.Time) (int, error) {
+	if db.opts.Retention <= 0 {
+		return 0, nil
+	}
+	return db.DropBefore(now.Add(-db.opts.Retention).UnixMilli())
+}
