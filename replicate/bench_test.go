@@ -155,3 +155,36 @@ func BenchmarkCatchUp(b *testing.B) {
 		b.ReportMetric(sent/el.Seconds()/float64(rate), "x_ingest_rate")
 	}
 }
+
+// BenchmarkBandwidthCap measures the rate the cap lets through: 3 MiB of
+// 1 KiB records under a 1 MB/s cap with a 256 KiB burst should take about
+// (3 MiB - 256 KiB) / 1 MB/s. Reported: measured bytes/s over the run
+// (burst included) and the cap. Run with -benchtime=1x.
+func BenchmarkBandwidthCap(b *testing.B) {
+	const n, capBps, burst = 3072, 1_000_000, 256 << 10
+	for i := 0; i < b.N; i++ {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1))
+		if err != nil {
+			b.Fatal(err)
+		}
+		l := openLocal(b, b.TempDir(), 1)
+		if err := l.CreateTopic(context.Background(), "bench", mlog.TopicConfig{Partitions: 1}); err != nil {
+			b.Fatal(err)
+		}
+		fill(b, l, "bench", 0, n, rand.New(rand.NewPCG(5, 6)))
+		opts := testOptions(c, Flow{Name: "bench", Topics: []string{"bench"}})
+		opts.Remote.BandwidthBytesPerSec, opts.Remote.BandwidthBurstBytes = capBps, burst
+		opts.Logger = quietLogger()
+		t0 := time.Now()
+		run := start(b, l, opts)
+		waitSent(b, run.r, "bench", n, time.Minute)
+		el := time.Since(t0)
+		sentBytes := counterValue(b, run.r.m.sentBytes.WithLabelValues("bench"))
+		run.stop(b)
+		l.Close()
+		c.Close()
+		b.ReportMetric(sentBytes/el.Seconds(), "bytes/s")
+		b.ReportMetric((sentBytes-burst)/el.Seconds(), "bytes/s_after_burst")
+		b.ReportMetric(capBps, "cap_bytes/s")
+	}
+}

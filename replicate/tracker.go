@@ -150,14 +150,3 @@ func (t *tracker) checkpoint() (map[srcPart]int64, map[dstPart]int64) {
 	}
 	return local, remote
 }
-
-// bases returns the local checkpoint per partition.
-func (t *tracker) bases() map[srcPart]int64 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	out := make(map[srcPart]int64, len(t.parts))
-	for sp, pt := range t.parts {
-		out[sp] = pt.base
-	}
-	return out
-}
