@@ -256,12 +256,12 @@ func waitCaughtUp(t testing.TB, r *Replicator, within time.Duration) {
 
 // readRemote reads every record of topic from the remote, in partition
 // order.
-func readRemote(t testing.TB, c *kfake.Cluster, topic string) []*kgo.Record {
+func readRemote(t testing.TB, c *kfake.Cluster, topic string, extra ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, extra...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
