@@ -252,6 +252,55 @@ func (db *DB) Aggregate(dst []Point, id uint64, agg Agg, g Grid) ([]Point, error
 	if agg == AggNone || int(agg) >= len(aggNames) {
 		return dst, fmt.Errorf("historian: unknown aggregate %d", agg)
 	}
+	if db.rollups != nil && rollupAgg(agg) {
+		if t := db.rollups.tierFor(g); t != nil {
+			var err error
+			var done bool
+			if dst, g, done, err = db.fromRollups(dst, t, id, agg, g); err != nil || done {
+				return dst, err
+			}
+		}
+	}
+	return db.aggregateRaw(dst, id, agg, g)
+}
+
+// fromRollups answers the windows of g that lie before the rollup
+// watermark from tier t, and returns the rest of the grid (done when
+// nothing is left). A series with late points not yet rolled up in the
+// range is answered from raw points throughout, so the answer never
+// depends on when it is asked.
+func (db *DB) fromRollups(dst []Point, t *rollupTier, id uint64, agg Agg, g Grid) ([]Point, Grid, bool, error) {
+	db.mu.RLock()
+	w := db.rollups.watermark
+	s := db.byID[id]
+	var name string
+	if s != nil {
+		name = s.name
+	}
+	dirtyHere := false
+	for h := range db.rollups.dirty[id] {
+		if h+hourMs > g.Start && h <= g.last()+g.Hi {
+			dirtyHere = true
+		}
+	}
+	db.mu.RUnlock()
+	if s == nil || dirtyHere || g.Start+g.Hi >= w {
+		return dst, g, false, nil
+	}
+	// The last window ending before the watermark.
+	last := min(g.Start+(w-1-g.Hi-g.Start)/g.Step*g.Step, g.last())
+	g1 := g
+	g1.End = last
+	dst, err := db.aggregateRollup(dst, t, name, agg, g1)
+	if err != nil || last == g.last() {
+		return dst, g, true, err
+	}
+	g.Start = last + g.Step
+	return dst, g, false, nil
+}
+
+// aggregateRaw is Aggregate from the raw points.
+func (db *DB) aggregateRaw(dst []Point, id uint64, agg Agg, g Grid) ([]Point, error) {
 	from, to := g.Start+g.Lo, g.last()+g.Hi
 	if agg == AggPrevious || agg == AggLinear {
 		from, to = g.Start, g.last()

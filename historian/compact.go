@@ -18,6 +18,13 @@ import (
 // better and reads faster. Each partition commits through the manifest on
 // its own, so a crash leaves either the old files or the new one.
 func (db *DB) Compact() error {
+	if db.rollups != nil {
+		for _, t := range db.rollups.tiers {
+			if err := t.db.Compact(); err != nil {
+				return err
+			}
+		}
+	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.closed {

@@ -75,6 +75,12 @@ type Options struct {
 	// ApplyRetention (which the Ingester calls every minute) deletes the
 	// partitions that ended longer ago than this. Zero keeps everything.
 	Retention time.Duration
+	// NoRollups turns the 1-minute and 1-hour rollups off (see rollups).
+	NoRollups bool
+	// RollupRetention1m and RollupRetention1h are how long the rollups
+	// are kept (zero: forever); make them longer than Retention so that
+	// the history outlives its raw points at a coarser resolution.
+	RollupRetention1m, RollupRetention1h time.Duration
 	// Deadband, when set, returns the maximum deviation for a series'
 	// numeric values (0: store every point). See Deadband.
 	Deadband func(series string) float64
@@ -104,6 +110,7 @@ type DB struct {
 	ckpt     []byte
 	closed   bool
 	lock     *os.File // flock of LOCK: one process per directory
+	rollups  *rollups // nil with NoRollups
 	// latestMu guards series.latest for Last, which fills it under the
 	// read lock; Append writes it under the write lock.
 	latestMu sync.Mutex
@@ -170,6 +177,12 @@ func Open(opts Options) (*DB, error) {
 	if err := db.load(); err != nil {
 		db.closeFiles()
 		return nil, err
+	}
+	if !opts.NoRollups {
+		if db.rollups, err = openRollups(opts); err != nil {
+			db.closeFiles()
+			return nil, err
+		}
 	}
 	return db, nil
 }
@@ -413,6 +426,9 @@ func (db *DB) appendTo(s *series, buf *block.Points, t int64, v uns.Value, q uns
 	if !s.has || t > s.maxT {
 		s.maxT, s.has = t, true
 	}
+	if db.rollups != nil {
+		db.rollups.noteAppend(s.id, t)
+	}
 	if s.hasLatest && t >= s.latest.Time || !s.hasLatest && t >= s.maxStored() {
 		s.latest, s.hasLatest = Sample{t, v, q}, true
 	}
@@ -484,6 +500,13 @@ func (db *DB) partitionOf(t int64) int64 {
 // returns nil, everything appended before it survives a crash, and
 // Checkpoint returns checkpoint.
 func (db *DB) Flush(checkpoint []byte) error {
+	if db.rollups != nil {
+		// Before the raw commit: a checkpoint past points whose rollups
+		// are not yet durable would lose their dirty marks in a crash.
+		if err := db.rollUp(); err != nil {
+			return err
+		}
+	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	if db.closed {
@@ -603,7 +626,11 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.closed = true
-	return db.closeFiles()
+	err := db.closeFiles()
+	if db.rollups != nil {
+		err = errors.Join(err, db.rollups.close())
+	}
+	return err
 }
 
 func (db *DB) closeFiles() error {

@@ -62,9 +62,21 @@ func (db *DB) DropBefore(t int64) (int, error) {
 
 // ApplyRetention drops what Options.Retention no longer keeps at time
 // now; without a retention it does nothing.
+// The rollups apply their own retentions.
 func (db *DB) ApplyRetention(now time.Time) (int, error) {
-	if db.opts.Retention <= 0 {
-		return 0, nil
+	n := 0
+	if db.rollups != nil {
+		for _, t := range db.rollups.tiers {
+			k, err := t.db.ApplyRetention(now)
+			if err != nil {
+				return n, err
+			}
+			n += k
+		}
 	}
-	return db.DropBefore(now.Add(-db.opts.Retention).UnixMilli())
+	if db.opts.Retention <= 0 {
+		return n, nil
+	}
+	k, err := db.DropBefore(now.Add(-db.opts.Retention).UnixMilli())
+	return n + k, err
 }
