@@ -21,7 +21,7 @@ import (
 	"github.com/millstream/millstream/uns"
 )
 
-func openTestLog(t *testing.T) *embedded.Log {
+func openTestLog(t testing.TB) *embedded.Log {
 	t.Helper()
 	l, err := embedded.Open(t.TempDir(), embedded.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -33,7 +33,7 @@ func openTestLog(t *testing.T) *embedded.Log {
 
 // producePoints writes points to uns.points as the normaliser does: keyed
 // by asset, JSON or (every third) protobuf.
-func producePoints(t *testing.T, l log.Log, pts []uns.Point) {
+func producePoints(t testing.TB, l log.Log, pts []uns.Point) {
 	t.Helper()
 	var rs []*log.Record
 	for i := range pts {
