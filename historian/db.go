@@ -35,6 +35,16 @@
 // numeric values within a maximum deviation of the last stored one; it is
 // lossy and off by default.
 //
+// Ingester feeds a DB from the uns.points topic and checkpoints the
+// consumer positions with each Flush, so a restart resumes exactly where
+// the flushed state ends and an empty directory is rebuilt from the log.
+// Select and Query pick series by UNS pattern; Aggregate computes
+// aggregates and interpolations on a Grid (see Agg for the definitions and
+// NaN handling). Rollups (1 minute and 1 hour) are computed at Flush and
+// answer aligned aggregate queries without the raw points; Retention and
+// the rollup retentions bound what is kept. docs/historian.md is the
+// user's view.
+//
 // A DB is safe for concurrent use. Append and Flush take an exclusive lock;
 // queries share a read lock.
 package historian
