@@ -2,6 +2,7 @@ package historian
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,36 +18,64 @@ import (
 // thus end up as one block per series and partition, which compresses
 // better and reads faster. Each partition commits through the manifest on
 // its own, so a crash leaves either the old files or the new one.
-func (db *DB) Compact() error {
+func (db *DB) Compact() error { return db.CompactBefore(math.MaxInt64) }
+
+// CompactBefore compacts, as Compact, the partitions that end at or before
+// t (ms): those that no longer receive points in order, so the current
+// partition is not rewritten over and over. It locks the DB one partition
+// at a time, so appends and queries wait for one partition's rewrite at
+// most.
+func (db *DB) CompactBefore(t int64) error {
 	if db.rollups != nil {
-		for _, t := range db.rollups.tiers {
-			if err := t.db.Compact(); err != nil {
+		for _, tier := range db.rollups.tiers {
+			if err := tier.db.CompactBefore(t); err != nil {
 				return err
 			}
 		}
 	}
-	db.mu.Lock()
-	defer db.mu.Unlock()
+	db.mu.RLock()
 	if db.closed {
+		db.mu.RUnlock()
 		return ErrClosed
 	}
-	byPart := map[int64][]*partFile{}
+	count := map[int64]int{}
 	for _, f := range db.files {
-		byPart[f.start] = append(byPart[f.start], f)
+		if f.start <= t-db.partMs {
+			count[f.start]++
+		}
 	}
-	parts := make([]int64, 0, len(byPart))
-	for p, fs := range byPart {
-		if len(fs) > 1 {
+	db.mu.RUnlock()
+	parts := make([]int64, 0, len(count))
+	for p, n := range count {
+		if n > 1 {
 			parts = append(parts, p)
 		}
 	}
 	slices.Sort(parts)
 	for _, p := range parts {
-		if err := db.compactPartition(p, byPart[p]); err != nil {
+		if err := db.compactOne(p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+func (db *DB) compactOne(part int64) error {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.closed {
+		return ErrClosed
+	}
+	var files []*partFile
+	for _, f := range db.files {
+		if f.start == part {
+			files = append(files, f)
+		}
+	}
+	if len(files) < 2 {
+		return nil
+	}
+	return db.compactPartition(part, files)
 }
 
 func (db *DB) compactPartition(part int64, old []*partFile) error {

@@ -32,6 +32,10 @@ type IngestOptions struct {
 	// ProgressInterval is how often a catch-up reports progress (default
 	// 10s).
 	ProgressInterval time.Duration
+	// CompactInterval is how often partitions that ended more than the
+	// out-of-order window ago are compacted into one file each (default
+	// 10m): flushes write a file per partition each time.
+	CompactInterval time.Duration
 	// TopicWait is how often Run looks for the topic while it does not
 	// exist yet (default 1s).
 	TopicWait time.Duration
@@ -80,6 +84,9 @@ func NewIngester(l log.Log, db *DB, opts IngestOptions) *Ingester {
 	}
 	if opts.ProgressInterval <= 0 {
 		opts.ProgressInterval = 10 * time.Second
+	}
+	if opts.CompactInterval <= 0 {
+		opts.CompactInterval = 10 * time.Minute
 	}
 	if opts.TopicWait <= 0 {
 		opts.TopicWait = time.Second
@@ -192,6 +199,7 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 
 	lastFlush := time.Now()
 	var lastRetention time.Time
+	lastCompact := time.Now()
 	lastProgress, lastRecords := time.Now(), int64(0)
 	pending := 0
 	flushed := maps.Clone(start)
@@ -204,6 +212,12 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("historian: flush: %w", err)
 		}
 		pending, flushed, lastFlush = 0, pos, time.Now()
+		if time.Since(lastCompact) >= in.opts.CompactInterval {
+			lastCompact = time.Now()
+			if err := in.db.CompactBefore(lastCompact.Add(-in.db.opts.OutOfOrderWindow).UnixMilli()); err != nil {
+				return fmt.Errorf("historian: compact: %w", err)
+			}
+		}
 		if time.Since(lastRetention) >= time.Minute {
 			lastRetention = time.Now()
 			if n, err := in.db.ApplyRetention(lastRetention); err != nil {

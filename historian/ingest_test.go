@@ -309,8 +309,8 @@ func TestIngestKillRestartAndRebuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rb.Close()
-	in = startIngester(t, l, rb, IngestOptions{FlushInterval: time.Hour, ProgressInterval: time.Nanosecond,
-		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	in = startIngester(t, l, rb, IngestOptions{FlushInterval: time.Hour, FlushPoints: 500, CompactInterval: time.Nanosecond,
+		ProgressInterval: time.Nanosecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err := in.in.Ready(); err == nil && !in.in.CaughtUp() {
 		t.Fatal("Ready is nil before caught up")
 	}
@@ -320,6 +320,19 @@ func TestIngestKillRestartAndRebuild(t *testing.T) {
 	}
 	if err := in.halt(t); err != nil {
 		t.Fatal(err)
+	}
+	// Compaction ran after the flushes: one file per partition (the data
+	// is months old, so every partition has ended).
+	perPart := map[int64]int{}
+	rb.mu.RLock()
+	for _, f := range rb.files {
+		perPart[f.start]++
+	}
+	rb.mu.RUnlock()
+	for p, n := range perPart {
+		if n != 1 {
+			t.Errorf("partition %d has %d files after compaction", p, n)
+		}
 	}
 	for _, want := range []string{"empty, rebuilding from the log", "caught up"} {
 		if !strings.Contains(logs.String(), want) {
