@@ -24,6 +24,8 @@ type Config struct {
 	Commands  Commands  `yaml:"commands"`
 	// KafkaEndpoint serves the embedded log over the Kafka protocol.
 	KafkaEndpoint KafkaEndpoint `yaml:"kafka_endpoint"`
+	// Replicate copies selected topics to a remote Kafka cluster.
+	Replicate Replicate `yaml:"replicate"`
 
 	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
 	// Parse or Load found them, so Validate can point at the line to fix.
@@ -73,6 +75,48 @@ type Mapping struct {
 type KafkaEndpoint struct {
 	Enabled bool   `yaml:"enabled"`
 	Address string `yaml:"address"`
+}
+
+// Replicate configures edge-to-cloud replication (package replicate).
+type Replicate struct {
+	Enabled bool `yaml:"enabled"`
+	// Site names this plant on the remote; it must never change.
+	Site              string            `yaml:"site"`
+	Remote            ReplicateRemote   `yaml:"remote"`
+	BacklogAlertRatio float64           `yaml:"backlog_alert_ratio"`
+	Flows             []ReplicateFlow   `yaml:"flows"`
+	Commands          ReplicateCommands `yaml:"commands"`
+}
+
+// ReplicateRemote is the remote Kafka cluster, reached by outbound
+// connections only.
+type ReplicateRemote struct {
+	Brokers           []string  `yaml:"brokers"`
+	ClientID          string    `yaml:"client_id"`
+	TLS               KafkaTLS  `yaml:"tls,omitempty"`
+	SASL              KafkaSASL `yaml:"sasl,omitempty"`
+	Compression       string    `yaml:"compression"`
+	Bandwidth         ByteSize  `yaml:"bandwidth"`
+	CreateTopics      bool      `yaml:"create_topics"`
+	ReplicationFactor int16     `yaml:"replication_factor"`
+}
+
+// ReplicateFlow is one replication flow.
+type ReplicateFlow struct {
+	Name          string   `yaml:"name"`
+	Topics        []string `yaml:"topics"`
+	Include       []string `yaml:"include"`
+	Deny          []string `yaml:"deny"`
+	RemoteTopic   string   `yaml:"remote_topic"`
+	StartAtLatest bool     `yaml:"start_at_latest"`
+}
+
+// ReplicateCommands configures cloud-to-edge commands.
+type ReplicateCommands struct {
+	Enabled      bool     `yaml:"enabled"`
+	Topic        string   `yaml:"topic"`
+	ResultsTopic string   `yaml:"results_topic"`
+	Paths        []string `yaml:"paths"`
 }
 
 // Commands configures writes to devices (Sparkplug NCMD/DCMD), which are
@@ -263,6 +307,11 @@ func Default() Config {
 		UNS:           UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
 		Commands:      Commands{MaxAge: Duration(time.Minute)},
 		KafkaEndpoint: KafkaEndpoint{Address: "127.0.0.1:9092"},
+		Replicate: Replicate{
+			Remote:            ReplicateRemote{Compression: "zstd", CreateTopics: true},
+			BacklogAlertRatio: 0.8,
+			Commands:          ReplicateCommands{Topic: "commands", ResultsTopic: "commands.results"},
+		},
 	}
 }
 

@@ -127,7 +127,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "file is not a mapping",
 			yaml: "- a\n- b\n",
-			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands, kafka_endpoint), not a list"},
+			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands, kafka_endpoint, replicate), not a list"},
 		},
 		{
 			name: "duplicate key",
@@ -514,7 +514,8 @@ func TestEnvVarNames(t *testing.T) {
 		}
 	}
 	for name := range seen {
-		if strings.Contains(name, "LISTENERS") || strings.Contains(name, "TOPICS") || strings.Contains(name, "USERS") || strings.Contains(name, "ACL") {
+		if strings.HasPrefix(name, "MILLSTREAM_MQTT_LISTENERS") || strings.HasPrefix(name, "MILLSTREAM_LOG_TOPICS") || strings.HasPrefix(name, "MILLSTREAM_MQTT_USERS") ||
+			strings.HasPrefix(name, "MILLSTREAM_MQTT_ACL") || strings.HasPrefix(name, "MILLSTREAM_REPLICATE_FLOWS") || strings.HasPrefix(name, "MILLSTREAM_UNS_MAPPINGS") {
 			t.Errorf("%s: lists and maps have no environment variables", name)
 		}
 	}

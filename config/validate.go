@@ -122,6 +122,9 @@ func validate(c Config) []*fieldError {
 	if c.UNS.TreeWindow <= 0 {
 		k.add("uns.tree_window", c.UNS.TreeWindow, "must be positive, e.g. 24h")
 	}
+	if c.Replicate.Enabled {
+		k.replicate(c.Replicate)
+	}
 	k.oneOf("uns.format", c.UNS.Format, "json", "protobuf")
 	for i, m := range c.UNS.Mappings {
 		p := "uns.mappings[" + strconv.Itoa(i) + "]"
@@ -370,6 +373,85 @@ func (k *checker) limits(l Limits) {
 	}
 	if q := l.MaxQueuedMessages; q < -1 || q > 65535 {
 		k.add(p+"max_queued_messages", q, "%d is out of range; use 1 to 65535, 0 for the default (%d), or -1 for the maximum (65535)", q, d.MaxQueuedMessages)
+	}
+}
+
+func (k *checker) replicate(r Replicate) {
+	switch {
+	case r.Site == "":
+		k.add("replicate.site", r.Site, "is empty; name this plant on the remote, e.g. plant1 (it must never change: it marks every replicated record)")
+	case strings.ContainsAny(r.Site, "/ ") || !utf8.ValidString(r.Site):
+		k.add("replicate.site", r.Site, "%q: use letters, digits, . _ - (no / or spaces)", r.Site)
+	}
+	if len(r.Remote.Brokers) == 0 {
+		k.add("replicate.remote.brokers", r.Remote.Brokers, "is empty; list the remote Kafka brokers, e.g. [cloud-kafka1:9093]")
+	}
+	for i, b := range r.Remote.Brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			k.add("replicate.remote.brokers["+strconv.Itoa(i)+"]", b, "%q is not host:port", b)
+		}
+	}
+	k.oneOf("replicate.remote.compression", r.Remote.Compression, "zstd", "lz4", "snappy", "gzip", "none")
+	if r.Remote.Bandwidth < 0 {
+		k.add("replicate.remote.bandwidth", r.Remote.Bandwidth, "%s is out of range; use bytes per second, e.g. 2MB, or 0 for no cap", r.Remote.Bandwidth)
+	}
+	if r.Remote.ReplicationFactor < 0 {
+		k.add("replicate.remote.replication_factor", r.Remote.ReplicationFactor, "%d is out of range; use 0 (the cluster's default) or the number of replicas", r.Remote.ReplicationFactor)
+	}
+	if r.Remote.SASL.Mechanism != "" {
+		k.oneOf("replicate.remote.sasl.mechanism", r.Remote.SASL.Mechanism, "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+	}
+	if r.BacklogAlertRatio <= 0 || r.BacklogAlertRatio > 1 {
+		k.add("replicate.backlog_alert_ratio", r.BacklogAlertRatio, "%v is out of range; use a fraction of the local retention above 0 and at most 1, e.g. 0.8", r.BacklogAlertRatio)
+	}
+	if len(r.Flows) == 0 && !r.Commands.Enabled {
+		k.add("replicate.flows", nil, "no flows and no commands: add a flow, e.g. - {name: points, topics: [uns.points]}, or set enabled: false")
+	}
+	names := map[string]int{}
+	for i, f := range r.Flows {
+		p := "replicate.flows[" + strconv.Itoa(i) + "]"
+		if err := mlog.ValidateTopicName(f.Name); err != nil {
+			k.add(p+".name", f.Name, "%v (flow names follow topic name rules)", err)
+		} else if j, dup := names[f.Name]; dup {
+			k.add(p+".name", f.Name, "%q is also replicate.flows[%d]; flow names must be unique (they name the checkpoints)", f.Name, j)
+		} else {
+			names[f.Name] = i
+		}
+		if len(f.Topics) == 0 {
+			k.add(p+".topics", f.Topics, "is empty; name the local topics to replicate, e.g. [uns.points]")
+		}
+		for j, t := range f.Topics {
+			if err := mlog.ValidateTopicName(t); err != nil {
+				k.add(p+".topics["+strconv.Itoa(j)+"]", t, "%v", err)
+			}
+		}
+		if f.RemoteTopic != "" {
+			if err := mlog.ValidateTopicName(f.RemoteTopic); err != nil {
+				k.add(p+".remote_topic", f.RemoteTopic, "%v", err)
+			}
+		}
+		for _, l := range []struct {
+			key string
+			ps  []string
+		}{{"include", f.Include}, {"deny", f.Deny}} {
+			for j, pat := range l.ps {
+				if err := uns.ValidatePattern(pat); err != nil {
+					k.add(p+"."+l.key+"["+strconv.Itoa(j)+"]", pat, "%v", err)
+				}
+			}
+		}
+	}
+	if c := r.Commands; c.Enabled {
+		for _, t := range []struct{ key, name string }{{"topic", c.Topic}, {"results_topic", c.ResultsTopic}} {
+			if err := mlog.ValidateTopicName(t.name); err != nil {
+				k.add("replicate.commands."+t.key, t.name, "%v", err)
+			}
+		}
+		for j, pat := range c.Paths {
+			if err := uns.ValidatePattern(pat); err != nil {
+				k.add("replicate.commands.paths["+strconv.Itoa(j)+"]", pat, "%v", err)
+			}
+		}
 	}
 }
 

@@ -59,6 +59,25 @@ func TestValidate(t *testing.T) {
 			c.Log.Backend = "kafka"
 			c.Log.Kafka.Brokers = []string{"k1:9092"}
 		}, []string{`kafka_endpoint.enabled: the Kafka endpoint serves the embedded log`}},
+		{"replicate", func(c *Config) {
+			c.Replicate.Enabled = true
+			c.Replicate.Remote.Brokers = []string{"cloud"}
+			c.Replicate.Remote.Compression = "brotli"
+			c.Replicate.Flows = []ReplicateFlow{{Name: "a", Topics: []string{"uns.points"}, Deny: []string{"a/#/b"}}, {Name: "a"}}
+		}, []string{
+			`replicate.site: is empty`,
+			`replicate.remote.brokers[0]: "cloud" is not host:port`,
+			`replicate.remote.compression: "brotli" is not allowed; use zstd, lz4, snappy, gzip or none`,
+			`replicate.flows[0].deny[0]: pattern "a/#/b": # must be the last segment`,
+			`replicate.flows[1].name: "a" is also replicate.flows[0]`,
+			`replicate.flows[1].topics: is empty`,
+		}},
+		{"replicate good", func(c *Config) {
+			c.Replicate.Enabled = true
+			c.Replicate.Site = "plant1"
+			c.Replicate.Remote.Brokers = []string{"cloud:9093"}
+			c.Replicate.Flows = []ReplicateFlow{{Name: "points", Topics: []string{"uns.points"}, Include: []string{"acme/#"}}}
+		}, nil},
 		{"kafka good", func(c *Config) {
 			c.Log.Backend = "kafka"
 			c.Log.Kafka.Brokers = []string{"k1:9092"}

@@ -25,6 +25,7 @@ import (
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
 	"github.com/millstream/millstream/log/kafka"
+	"github.com/millstream/millstream/replicate"
 	"github.com/millstream/millstream/uns"
 )
 
@@ -41,13 +42,15 @@ type Node struct {
 	norm   *uns.Normalizer
 	cmds   *uns.Commander
 	api    *api.Server
-	kafka  *kafkaproto.Server // nil unless kafka_endpoint.enabled
+	kafka  *kafkaproto.Server    // nil unless kafka_endpoint.enabled
+	repl   *replicate.Replicator // nil unless replicate.enabled
 
 	httpLn  net.Listener
 	httpErr chan error
 	normErr chan error
 	cmdsErr chan error
 	kafkaLn net.Listener
+	replErr chan error
 	cancel  context.CancelFunc
 	ready   atomic.Bool
 
@@ -59,6 +62,33 @@ type Node struct {
 type backend interface {
 	mlog.Log
 	Register(prometheus.Registerer) error
+}
+
+// replicateOptions maps the configuration onto the replicator's options.
+func replicateOptions(r config.Replicate, logger *slog.Logger) replicate.Options {
+	o := replicate.Options{
+		Site: r.Site,
+		Remote: replicate.Remote{
+			Brokers:  r.Remote.Brokers,
+			ClientID: r.Remote.ClientID,
+			TLS: kafka.TLSOptions{Enabled: r.Remote.TLS.Enabled, CAFile: r.Remote.TLS.CAFile, CertFile: r.Remote.TLS.CertFile,
+				KeyFile: r.Remote.TLS.KeyFile, ServerName: r.Remote.TLS.ServerName, InsecureSkipVerify: r.Remote.TLS.InsecureSkipVerify},
+			SASL:                 kafka.SASLOptions{Mechanism: r.Remote.SASL.Mechanism, User: r.Remote.SASL.Username, Password: r.Remote.SASL.Password},
+			Compression:          r.Remote.Compression,
+			BandwidthBytesPerSec: int64(r.Remote.Bandwidth),
+			CreateTopics:         r.Remote.CreateTopics,
+			ReplicationFactor:    r.Remote.ReplicationFactor,
+		},
+		Commands: replicate.Commands{Enabled: r.Commands.Enabled, Topic: r.Commands.Topic,
+			ResultsTopic: r.Commands.ResultsTopic, Paths: r.Commands.Paths},
+		BacklogAlertRatio: r.BacklogAlertRatio,
+		Logger:            logger,
+	}
+	for _, f := range r.Flows {
+		o.Flows = append(o.Flows, replicate.Flow{Name: f.Name, Topics: f.Topics, Include: f.Include, Deny: f.Deny,
+			RemoteTopic: f.RemoteTopic, StartAtLatest: f.StartAtLatest})
+	}
+	return o
 }
 
 // kafkaAnonymous applies the MQTT rule for clients without credentials to
@@ -225,6 +255,17 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("register kafka endpoint metrics: %w", err)
 		}
 	}
+	if cfg.Replicate.Enabled {
+		n.repl, err = replicate.New(l, replicateOptions(cfg.Replicate, logger.With("component", "replicate")))
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		if err := n.repl.Register(reg); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("register replication metrics: %w", err)
+		}
+	}
 	n.api = api.New(api.Options{
 		Log:       l,
 		Gatherer:  reg,
@@ -337,6 +378,17 @@ func (n *Node) Start(ctx context.Context) error {
 		}()
 	}
 
+	if n.repl != nil {
+		n.replErr = make(chan error, 1)
+		go func() {
+			err := n.repl.Run(ctx)
+			if err != nil {
+				n.logger.Error("replication stopped; records stay in the local log and are sent after the next start", "error", err)
+			}
+			n.replErr <- err
+		}()
+	}
+
 	n.httpLn = ln
 	n.httpErr = make(chan error, 1)
 	go func() { n.httpErr <- n.api.Serve(ctx, ln) }()
@@ -402,6 +454,9 @@ func (n *Node) Close() error {
 		}
 		if n.cmdsErr != nil {
 			<-n.cmdsErr
+		}
+		if n.replErr != nil {
+			<-n.replErr
 		}
 		if err := n.log.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("log: %w", err))

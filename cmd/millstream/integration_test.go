@@ -472,6 +472,102 @@ func TestKafkaEndpointWithKcat(t *testing.T) {
 	}
 }
 
+// TestReplicateToAnotherMillstream: an edge Millstream replicates its
+// points to a "cloud" Millstream through the cloud's Kafka endpoint, over
+// the edge's outbound connection; denied data stays at the edge; a command
+// the cloud writes to its commands topic reaches the edge, is audited
+// there, and the audit comes back to the cloud's commands.results.
+func TestReplicateToAnotherMillstream(t *testing.T) {
+	pub := needTool(t, "mosquitto_pub")
+	cloud := startServer(t, writeConfig(t, t.TempDir(), "kafka_endpoint:\n  enabled: true\n  address: 127.0.0.1:0\n"))
+	edge := startServer(t, writeConfig(t, t.TempDir(), `replicate:
+  enabled: true
+  site: plant1
+  remote:
+    brokers: [`+cloud.kafka+`]
+    compression: lz4
+  flows:
+    - name: points
+      topics: [uns.points]
+      include: [acme/#]
+      deny: [acme/plant1/secret/#]
+      remote_topic: plant1.points
+  commands:
+    enabled: true
+`))
+	for topic, payload := range map[string]string{"acme/plant1/press7": `{"temperature": 71.5}`, "acme/plant1/secret/recipe": `{"sugar": 42}`} {
+		if out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", edge.port(), "-q", "1", "-t", topic, "-m", payload).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+	}
+	remote := func(topic string) []mlog.Record {
+		resp, err := http.Get(cloud.http + "/api/v1/topics/" + topic + "/records?limit=1000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode == http.StatusNotFound {
+			return nil
+		}
+		var body struct {
+			Records []json.RawMessage `json:"records"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatal(err)
+		}
+		var recs []mlog.Record
+		for _, raw := range body.Records {
+			r, err := mlog.ParseRecordJSON(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			recs = append(recs, r)
+		}
+		return recs
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	var got []mlog.Record
+	for len(got) == 0 && time.Now().Before(deadline) {
+		got = remote("plant1.points")
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // a denied point would come with the other
+	got = remote("plant1.points")
+	if len(got) != 1 || string(got[0].Key) != "acme/plant1/press7" {
+		t.Fatalf("the cloud has %d replicated points: %+v", len(got), got)
+	}
+	if src, _ := got[0].HeaderValue("millstream.src"); !strings.HasPrefix(string(src), "plant1/uns.points/") {
+		t.Errorf("replicated point's source header %q", src)
+	}
+
+	// Cloud to edge: a command request on the cloud's commands topic. The
+	// edge has no commands.allow, so it is audited as rejected, and that
+	// audit record comes back.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cloud.kafka))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req := `{"id":"cloud-1","path":"acme/plant1/press7/Setpoint","value":42,"requested_by":"cloud-operator"}`
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: "commands", Key: []byte("acme/plant1/press7/Setpoint"), Value: []byte(req)}).FirstErr(); err != nil {
+		t.Fatalf("produce the cloud command: %v", err)
+	}
+	var result map[string]any
+	for deadline := time.Now().Add(30 * time.Second); result == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, r := range remote("commands.results") {
+			var a map[string]any
+			if json.Unmarshal(r.Value, &a) == nil && a["id"] == "cloud-1" {
+				result = a
+			}
+		}
+	}
+	if result == nil || result["status"] != "rejected" || !strings.Contains(fmt.Sprint(result["reason"]), "commands.allow") {
+		t.Fatalf("command result on the cloud: %v", result)
+	}
+}
+
 // TestPlainJSONBecomesPoints publishes a JSON object of tags with
 // mosquitto_pub and reads the normalised points from uns.points; after a
 // kill -9 and a restart the normaliser resumes without writing any point
