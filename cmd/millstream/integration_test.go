@@ -451,6 +451,41 @@ func TestKafkaEndpointWithKcat(t *testing.T) {
 		t.Fatalf("kcat -C: %v\n%s", err, out)
 	}
 
+	// A consumer group on mqtt.ingress: the second run starts where the
+	// first one committed.
+	group := func() string {
+		out, err := exec.CommandContext(ctx, kcat, "-b", s.kafka, "-G", "export", "-X", "auto.offset.reset=earliest",
+			"-X", "fetch.wait.max.ms=100", "-e", "-q", "-f", "%k=%s\n", "mqtt.ingress").CombinedOutput()
+		if err != nil {
+			t.Fatalf("kcat -G: %v\n%s", err, out)
+		}
+		return string(out)
+	}
+	if out := group(); !strings.Contains(out, "acme/line1/temp=21.5\n") {
+		t.Fatalf("first kcat -G run:\n%s", out)
+	}
+	if out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", s.port(), "-q", "1", "-t", "acme/line1/temp", "-m", "22.5").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	if out := group(); out != "acme/line1/temp=22.5\n" {
+		t.Fatalf("second kcat -G run, want only the new message:\n%s", out)
+	}
+
+	// What Kafka clients produce goes to the log, not to MQTT subscribers.
+	sub := paho.NewClient(paho.NewClientOptions().AddBroker("tcp://127.0.0.1:" + s.port()).SetClientID("kafka-watch"))
+	if tok := sub.Connect(); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer sub.Disconnect(0)
+	unexpected := make(chan string, 16)
+	if tok := sub.Subscribe("#", 1, func(_ paho.Client, m paho.Message) {
+		if !m.Retained() { // the retained Sparkplug host STATE is expected
+			unexpected <- m.Topic()
+		}
+	}); !tok.WaitTimeout(20*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+
 	produce := exec.CommandContext(ctx, kcat, "-b", s.kafka, "-P", "-t", "plant.events", "-k", "line1")
 	produce.Stdin = strings.NewReader("started\n")
 	if out, err := produce.CombinedOutput(); err != nil {
@@ -469,6 +504,11 @@ func TestKafkaEndpointWithKcat(t *testing.T) {
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&page); err != nil || len(page.Records) != 1 || page.Records[0].Key != "line1" || page.Records[0].Value != "started" {
 		t.Fatalf("records kcat produced: %v %+v", err, page)
+	}
+	select {
+	case topic := <-unexpected:
+		t.Errorf("an MQTT subscriber on # received %s after a Kafka produce", topic)
+	case <-time.After(300 * time.Millisecond):
 	}
 }
 
