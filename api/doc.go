@@ -21,6 +21,10 @@
 //	GET /api/v1/uns?path=                 the live namespace: latest point at path and its children
 //	GET /api/v1/uns/live?pattern=         server-sent events of new points under an MQTT-style pattern (+, #)
 //	GET /api/v1/sparkplug/nodes           Sparkplug edge nodes and devices: online, births, seq errors, rebirths
+//	POST /api/v1/commands                 a command to a device ({"path","value"}), audited; waits for the outcome
+//	GET /api/v1/series?pattern=           historian series under a pattern, with type and last time
+//	GET /api/v1/history?series=&from=&to=&step=&agg=   raw points or aggregates per step
+//	GET|POST /api/v1/prom/api/v1/...      Prometheus read API (query_range, query, series, labels) for Grafana
 //
 // A <topic> is
 //

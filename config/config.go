@@ -26,6 +26,8 @@ type Config struct {
 	KafkaEndpoint KafkaEndpoint `yaml:"kafka_endpoint"`
 	// Replicate copies selected topics to a remote Kafka cluster.
 	Replicate Replicate `yaml:"replicate"`
+	// Historian stores the history of every point for fast queries.
+	Historian Historian `yaml:"historian"`
 
 	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
 	// Parse or Load found them, so Validate can point at the line to fix.
@@ -75,6 +77,24 @@ type Mapping struct {
 type KafkaEndpoint struct {
 	Enabled bool   `yaml:"enabled"`
 	Address string `yaml:"address"`
+}
+
+// Historian configures the time-series store derived from uns.points.
+type Historian struct {
+	Enabled bool `yaml:"enabled"`
+	// Retention of raw points; -1 keeps them forever.
+	Retention Duration `yaml:"retention"`
+	// RollupRetention1m and RollupRetention1h keep the 1-minute and 1-hour
+	// rollups; -1 keeps them forever.
+	RollupRetention1m Duration `yaml:"rollup_retention_1m"`
+	RollupRetention1h Duration `yaml:"rollup_retention_1h"`
+	// OutOfOrderWindow is how late a point may be and still go to the
+	// in-memory head (later points take the late path; all are kept).
+	OutOfOrderWindow Duration `yaml:"out_of_order_window"`
+	// FlushInterval bounds how long points stay in memory only.
+	FlushInterval Duration `yaml:"flush_interval"`
+	// Partition is the time span of one partition file.
+	Partition Duration `yaml:"partition"`
 }
 
 // Replicate configures edge-to-cloud replication (package replicate).
@@ -307,6 +327,15 @@ func Default() Config {
 		UNS:           UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
 		Commands:      Commands{MaxAge: Duration(time.Minute)},
 		KafkaEndpoint: KafkaEndpoint{Address: "127.0.0.1:9092"},
+		Historian: Historian{
+			Enabled:           true,
+			Retention:         -1,
+			RollupRetention1m: -1,
+			RollupRetention1h: -1,
+			OutOfOrderWindow:  Duration(time.Minute),
+			FlushInterval:     Duration(10 * time.Second),
+			Partition:         Duration(2 * time.Hour),
+		},
 		Replicate: Replicate{
 			Remote:            ReplicateRemote{Compression: "zstd", CreateTopics: true},
 			BacklogAlertRatio: 0.8,

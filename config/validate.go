@@ -125,6 +125,7 @@ func validate(c Config) []*fieldError {
 	if c.Replicate.Enabled {
 		k.replicate(c.Replicate)
 	}
+	k.historian(c.Historian)
 	k.oneOf("uns.format", c.UNS.Format, "json", "protobuf")
 	for i, m := range c.UNS.Mappings {
 		p := "uns.mappings[" + strconv.Itoa(i) + "]"
@@ -373,6 +374,29 @@ func (k *checker) limits(l Limits) {
 	}
 	if q := l.MaxQueuedMessages; q < -1 || q > 65535 {
 		k.add(p+"max_queued_messages", q, "%d is out of range; use 1 to 65535, 0 for the default (%d), or -1 for the maximum (65535)", q, d.MaxQueuedMessages)
+	}
+}
+
+func (k *checker) historian(h Historian) {
+	for _, r := range []struct {
+		key string
+		d   Duration
+	}{{"historian.retention", h.Retention}, {"historian.rollup_retention_1m", h.RollupRetention1m}, {"historian.rollup_retention_1h", h.RollupRetention1h}} {
+		if r.d != -1 && r.d <= 0 {
+			k.add(r.key, r.d, "%s is out of range; use a duration above 0, e.g. 90d, or -1 to keep forever", r.d)
+		}
+	}
+	if h.Retention > 0 && (h.RollupRetention1m > 0 && h.RollupRetention1m < h.Retention || h.RollupRetention1h > 0 && h.RollupRetention1h < h.Retention) {
+		k.add("historian.retention", h.Retention, "is longer than a rollup retention; rollups are meant to outlive the raw points (e.g. retention: 90d, rollup_retention_1m: 1y, rollup_retention_1h: -1)")
+	}
+	if d := time.Duration(h.OutOfOrderWindow); d < 0 || d > 24*time.Hour {
+		k.add("historian.out_of_order_window", h.OutOfOrderWindow, "%s is out of range; use 0 to 1d, e.g. 1m", h.OutOfOrderWindow)
+	}
+	if d := time.Duration(h.FlushInterval); d < 100*time.Millisecond || d > time.Hour {
+		k.add("historian.flush_interval", h.FlushInterval, "%s is out of range; use 100ms to 1h, e.g. 10s", h.FlushInterval)
+	}
+	if d := time.Duration(h.Partition); d < time.Minute || d > 7*24*time.Hour || (24*time.Hour)%d != 0 && d%(24*time.Hour) != 0 {
+		k.add("historian.partition", h.Partition, "%s is out of range; use a divisor or multiple of a day from 1m to 7d, e.g. 2h", h.Partition)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/millstream/millstream/api"
 	"github.com/millstream/millstream/broker"
 	"github.com/millstream/millstream/config"
+	"github.com/millstream/millstream/historian"
 	"github.com/millstream/millstream/kafkaproto"
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
@@ -44,6 +45,8 @@ type Node struct {
 	api    *api.Server
 	kafka  *kafkaproto.Server    // nil unless kafka_endpoint.enabled
 	repl   *replicate.Replicator // nil unless replicate.enabled
+	hist   *historian.DB         // nil unless historian.enabled
+	ingest *historian.Ingester
 
 	httpLn  net.Listener
 	httpErr chan error
@@ -51,6 +54,7 @@ type Node struct {
 	cmdsErr chan error
 	kafkaLn net.Listener
 	replErr chan error
+	histErr chan error
 	cancel  context.CancelFunc
 	ready   atomic.Bool
 
@@ -266,6 +270,27 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("register replication metrics: %w", err)
 		}
 	}
+	var history api.History
+	if h := cfg.Historian; h.Enabled {
+		forever := func(d config.Duration) time.Duration { return time.Duration(max(d, 0)) }
+		n.hist, err = historian.Open(historian.Options{
+			Dir:               filepath.Join(cfg.DataDir, "historian"),
+			Partition:         time.Duration(h.Partition),
+			OutOfOrderWindow:  time.Duration(h.OutOfOrderWindow),
+			Retention:         forever(h.Retention),
+			RollupRetention1m: forever(h.RollupRetention1m),
+			RollupRetention1h: forever(h.RollupRetention1h),
+		})
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("historian in %s: %w", filepath.Join(cfg.DataDir, "historian"), err)
+		}
+		n.ingest = historian.NewIngester(l, n.hist, historian.IngestOptions{
+			FlushInterval: time.Duration(h.FlushInterval),
+			Logger:        logger.With("component", "historian"),
+		})
+		history = n.hist
+	}
 	n.api = api.New(api.Options{
 		Log:       l,
 		Gatherer:  reg,
@@ -276,6 +301,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		Live:      live,
 		Sparkplug: n.norm,
 		Commands:  n.cmds,
+		History:   history,
 	})
 	return n, nil
 }
@@ -378,6 +404,16 @@ func (n *Node) Start(ctx context.Context) error {
 		}()
 	}
 
+	if n.ingest != nil {
+		n.histErr = make(chan error, 1)
+		go func() {
+			err := n.ingest.Run(ctx)
+			if err != nil {
+				n.logger.Error("historian stopped; it resumes from its checkpoint at the next start", "error", err)
+			}
+			n.histErr <- err
+		}()
+	}
 	if n.repl != nil {
 		n.replErr = make(chan error, 1)
 		go func() {
@@ -410,6 +446,12 @@ func (n *Node) Start(ctx context.Context) error {
 func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return errors.New("starting")
+	}
+	if n.ingest != nil {
+		// A rebuild from the log says how far it is.
+		if err := n.ingest.Ready(); err != nil {
+			return fmt.Errorf("historian: %w", err)
+		}
 	}
 	return nil
 }
@@ -457,6 +499,14 @@ func (n *Node) Close() error {
 		}
 		if n.replErr != nil {
 			<-n.replErr
+		}
+		if n.histErr != nil {
+			<-n.histErr
+		}
+		if n.hist != nil {
+			if err := n.hist.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("historian: %w", err))
+			}
 		}
 		if err := n.log.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("log: %w", err))

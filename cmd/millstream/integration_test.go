@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -605,6 +606,104 @@ func TestReplicateToAnotherMillstream(t *testing.T) {
 	}
 	if result == nil || result["status"] != "rejected" || !strings.Contains(fmt.Sprint(result["reason"]), "commands.allow") {
 		t.Fatalf("command result on the cloud: %v", result)
+	}
+}
+
+// TestHistorian: points published over MQTT are in /api/v1/history within
+// a second; a kill -9 and restart, and a rebuild from the log after the
+// historian's directory is deleted (with /readyz saying when it is done),
+// answer the same queries identically.
+func TestHistorian(t *testing.T) {
+	pub := needTool(t, "mosquitto_pub")
+	dir := t.TempDir()
+	cfg := writeConfig(t, dir, "")
+	s := startServer(t, cfg)
+	base := time.Now().Add(-time.Minute).UnixMilli()
+	var lines []string
+	for i := range 50 {
+		lines = append(lines, fmt.Sprintf(`{"value": %d.5, "timestamp": %d}`, i, base+int64(i)*1000))
+	}
+	publish := func(s *server, topic string, payload string) {
+		cmd := exec.Command(pub, "-h", "127.0.0.1", "-p", s.port(), "-q", "1", "-t", topic, "-l")
+		cmd.Stdin = strings.NewReader(payload)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+	}
+	publish(s, "acme/p1/press7/temperature", strings.Join(lines, "\n")+"\n")
+	published := time.Now()
+
+	query := func(s *server, q string) string {
+		resp, err := http.Get(s.http + "/api/v1/history?" + q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /api/v1/history?%s: %s %s", q, resp.Status, b)
+		}
+		return string(b)
+	}
+	from, to := strconv.FormatInt(base-1000, 10), strconv.FormatInt(base+60_000, 10)
+	raw := "series=acme/p1/%2B/temperature&from=" + from + "&to=" + to
+	agg := "series=acme/%23&from=" + strconv.FormatInt(base, 10) + "&to=" + to + "&step=10s&agg=avg"
+	var got string
+	for {
+		got = query(s, raw)
+		if strings.Count(got, "],[")+1 >= 50 && strings.Contains(got, "49.5") {
+			break
+		}
+		if time.Since(published) > time.Second {
+			t.Fatalf("1 s after the last PUBACK the history holds: %s", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	wantAgg := query(s, agg)
+	if !strings.Contains(wantAgg, ",5],") || !strings.Contains(wantAgg, ",45]") {
+		t.Fatalf("10 s averages: %s", wantAgg)
+	}
+
+	s.stop(t, syscall.SIGKILL)
+	s2 := startServer(t, cfg)
+	waitReady(t, s2)
+	if again := query(s2, raw); again != got {
+		t.Errorf("after kill -9 and restart:\n%s\nwant\n%s", again, got)
+	}
+	if again := query(s2, agg); again != wantAgg {
+		t.Errorf("aggregates after kill -9 and restart:\n%s\nwant\n%s", again, wantAgg)
+	}
+
+	s2.stop(t, syscall.SIGTERM)
+	if err := os.RemoveAll(filepath.Join(dir, "data", "historian")); err != nil {
+		t.Fatal(err)
+	}
+	s3 := startServer(t, cfg)
+	waitReady(t, s3)
+	if again := query(s3, raw); again != got {
+		t.Errorf("after a rebuild from the log:\n%s\nwant\n%s", again, got)
+	}
+	if again := query(s3, agg); again != wantAgg {
+		t.Errorf("aggregates after a rebuild from the log:\n%s\nwant\n%s", again, wantAgg)
+	}
+}
+
+// waitReady waits until /readyz answers 200.
+func waitReady(t *testing.T, s *server) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(s.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz not 200 after 30 s: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -13,9 +13,10 @@ import (
 const usage = `millstream - industrial event streaming in one binary
 
 Usage:
-  millstream run      [--config FILE] [--data-dir DIR] [--mqtt-addr HOST:PORT] [--http-addr HOST:PORT]
+  millstream run      [--config FILE] [--data-dir DIR] [--mqtt-addr HOST:PORT] [--http-addr HOST:PORT] [--kafka-addr HOST:PORT]
   millstream replay   --topic T [--from OFFSET|RFC3339] [--to OFFSET|RFC3339] [--data-dir DIR | --server URL]
-  millstream bench    ingest [flags]        load scenarios, one JSON line per result
+  millstream query    SERIES-PATTERN --from T --to T [--step 1m --agg avg] [--format csv|json] [--server URL | --data-dir DIR]
+  millstream bench    ingest|uns [flags]    load scenarios, one JSON line per result
   millstream simulate [flags]               Sparkplug B edge nodes and devices with plant-like signals
   millstream config   [--config FILE]       validate and print the effective configuration
   millstream passwd                         read a password on stdin, print its bcrypt hash for mqtt.users
