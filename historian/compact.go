@@ -123,7 +123,8 @@ func (db *DB) compactPartition(part int64, old []*partFile) error {
 			if err != nil {
 				return err
 			}
-			blocks = append(blocks, newBlock{id: id, b: b, hdr: block.Header{
+			n := p.Len() - 1
+			blocks = append(blocks, newBlock{id: id, b: b, last: Sample{p.Times[n], p.Value(n), p.QualityAt(n)}, hdr: block.Header{
 				SeriesID: id, Count: p.Len(), MinTime: p.Times[0], MaxTime: p.Times[p.Len()-1]}})
 			p.Reset()
 			return nil
@@ -156,7 +157,7 @@ func (db *DB) compactPartition(part int64, old []*partFile) error {
 			files = append(files, f)
 		}
 	}
-	slices.SortStableFunc(files, func(a, b *partFile) int { return int(a.seq) - int(b.seq) })
+	slices.SortStableFunc(files, func(a, b *partFile) int { return cmpSeq(a.seq, b.seq) })
 	if err := db.commit(files, db.ckpt); err != nil {
 		pf.f.Close()
 		os.Remove(filepath.Join(db.opts.Dir, name))

@@ -254,6 +254,7 @@ func (db *DB) load() error {
 	for _, s := range db.byID {
 		sortRefs(s.blocks)
 	}
+	db.loadNewest()
 	// Leftovers of uncommitted flushes and compactions.
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -271,6 +272,61 @@ func (db *DB) load() error {
 		}
 	}
 	return nil
+}
+
+// loadNewest sets each series' newest point from the files' indexes, so
+// that "current value" queries after a restart read no block. A series
+// with a file that does not say (version 1) is left to Last to find.
+func (db *DB) loadNewest() {
+	type acc struct {
+		s       Sample
+		n       int // files that said
+		unknown bool
+	}
+	best := map[uint64]*acc{}
+	// Files in write order: of equal times, the later file's point
+	// arrived later.
+	files := slices.Clone(db.files)
+	slices.SortStableFunc(files, func(a, b *partFile) int { return cmpSeq(a.seq, b.seq) })
+	for _, f := range files {
+		if len(f.newest) == 0 {
+			for _, e := range f.refs {
+				if best[e.id] == nil {
+					best[e.id] = &acc{}
+				}
+				best[e.id].unknown = true
+			}
+			continue
+		}
+		for _, e := range f.newest {
+			a := best[e.id]
+			if a == nil {
+				a = &acc{}
+				best[e.id] = a
+			}
+			if a.n == 0 || e.s.Time >= a.s.Time {
+				a.s = e.s
+			}
+			a.n++
+		}
+	}
+	for id, a := range best {
+		s := db.byID[id]
+		if s == nil || a.unknown || a.n == 0 || a.s.Time != s.maxStored() {
+			continue
+		}
+		s.latest, s.hasLatest = a.s, true
+	}
+}
+
+func cmpSeq(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 const lockName = "LOCK"
@@ -472,7 +528,7 @@ func (db *DB) seal(s *series, buf *block.Points) error {
 			return err
 		}
 		ref := blockRef{mem: b, size: int64(len(b)), minTime: buf.Times[i], maxTime: buf.Times[j-1],
-			count: j - i, seq: db.nextSeq, lane: lane}
+			count: j - i, seq: db.nextSeq, lane: lane, last: Sample{buf.Times[j-1], buf.Value(j - 1), buf.QualityAt(j - 1)}}
 		// Keep blocks ordered by (flush, lane, seal order): see sources.
 		at := len(s.blocks)
 		for at > 0 && s.blocks[at-1].seq == ref.seq && s.blocks[at-1].lane > lane {
@@ -545,7 +601,7 @@ func (db *DB) Flush(checkpoint []byte) error {
 				continue
 			}
 			p := db.partitionOf(r.minTime)
-			byPart[p] = append(byPart[p], newBlock{id: s.id, b: r.mem,
+			byPart[p] = append(byPart[p], newBlock{id: s.id, b: r.mem, last: r.last,
 				hdr: block.Header{SeriesID: s.id, Count: r.count, MinTime: r.minTime, MaxTime: r.maxTime}})
 			written = append(written, pending{s, i})
 		}

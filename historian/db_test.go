@@ -417,3 +417,73 @@ func TestConcurrentUse(t *testing.T) {
 		t.Fatalf("%d points", len(got))
 	}
 }
+
+// After a restart, the newest point of every series comes from the
+// partition files' indexes: "current value" queries read no block (a
+// damaged block does not disturb them), older ones still do.
+func TestColdLastReadsNoBlock(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	a, _ := db.Series("a/b")
+	c, _ := db.Series("a/c")
+	want := map[uint64]Sample{}
+	for i := range 40 {
+		v := uns.FloatValue(float64(i) / 4)
+		if err := db.Append(a, int64(i)*1000, v, uns.Good); err != nil {
+			t.Fatal(err)
+		}
+		want[a] = Sample{int64(i) * 1000, v, uns.Good}
+	}
+	// Equal last times: the last to arrive wins, across flushes too.
+	for i, v := range []uns.Value{uns.StringValue("x"), uns.Value{}, uns.BytesValue([]byte{0, 1})} {
+		if err := db.Append(c, 5000, v, uns.Quality(i)); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Flush(nil); err != nil {
+			t.Fatal(err)
+		}
+		want[c] = Sample{5000, v, uns.Quality(i)}
+	}
+	db.Close()
+	// Damage every block byte after the file magic, keep the index.
+	for _, f := range mustGlob(t, filepath.Join(dir, "p*.hdb")) {
+		db := openTest(t, dir)
+		var pf *partFile
+		for _, x := range db.files {
+			if filepath.Join(dir, x.name) == f {
+				pf = x
+			}
+		}
+		end := int64(len(fileMagic))
+		for _, e := range pf.refs {
+			end = max(end, e.ref.off+e.ref.size)
+		}
+		db.Close()
+		b, _ := os.ReadFile(f)
+		for i := len(fileMagic); i < int(end); i++ {
+			b[i] ^= 0x55
+		}
+		os.WriteFile(f, b, 0o644)
+	}
+	db = openTest(t, dir)
+	defer db.Close()
+	got, err := db.Last(nil, []uint64{a, c}, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sameSamples(got, []Sample{want[a], want[c]}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Last(nil, []uint64{a}, 20_000); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("older last value read no block: %v", err)
+	}
+}
+
+func mustGlob(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil || len(m) == 0 {
+		t.Fatalf("glob %s: %v %v", pattern, m, err)
+	}
+	return m
+}

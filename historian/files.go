@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/millstream/millstream/historian/block"
+	"github.com/millstream/millstream/uns"
 )
 
 // On-disk layout of a historian directory:
@@ -31,18 +33,26 @@ import (
 //
 //	magic "MSHDB001"
 //	blocks              block.Append format, each with its own CRC
-//	index               per block: uvarint series id, uvarint offset, uvarint
-//	                    length, zigzag varint min time, zigzag varint max
-//	                    time, uvarint count
+//	index               uvarint number of blocks, then per block: uvarint
+//	                    series id, uvarint offset, uvarint length, zigzag
+//	                    varint min time, zigzag varint max time, uvarint
+//	                    count; then uvarint number of series and per series
+//	                    its newest point in the file (uvarint id, sample as
+//	                    appendSample writes it), so that "current value"
+//	                    queries after a restart read no block
 //	footer              uint64 LE index offset, uint32 LE CRC-32C of the
-//	                    index, magic "MSHDBIX1"
+//	                    index, magic "MSHDBIX2"
+//
+// Files of version 1 (footer magic "MSHDBIX1") have no counts and no
+// newest points: the index is the block entries alone. They stay readable.
 //
 // A file that the manifest does not list is the leftover of a flush or a
 // compaction that did not commit; Open deletes it.
 
 const (
 	fileMagic     = "MSHDB001"
-	footerMagic   = "MSHDBIX1"
+	footerMagic   = "MSHDBIX2"
+	footerMagicV1 = "MSHDBIX1"
 	manifestMagic = "MSHMAN01"
 	manifestName  = "MANIFEST"
 	seriesLogName = "series.log"
@@ -63,6 +73,9 @@ type blockRef struct {
 	count            int
 	seq              uint64 // flush that wrote it, to keep arrival order among equal times
 	lane             uint8  // laneHead or laneLate, see series.sources
+	// last is the block's last point (at maxTime; of equal times, the
+	// last to arrive), known for blocks sealed or compacted in memory.
+	last Sample
 }
 
 // partFile is an open partition file.
@@ -72,6 +85,14 @@ type partFile struct {
 	seq   uint64
 	f     *os.File
 	refs  []indexEntry
+	// newest is, per series, its newest point in the file (empty for
+	// version 1 files).
+	newest []newestEntry
+}
+
+type newestEntry struct {
+	id uint64
+	s  Sample
 }
 
 type indexEntry struct {
@@ -144,9 +165,10 @@ func syncDir(dir string) error {
 
 // newBlock is a block to be written to a partition file.
 type newBlock struct {
-	id  uint64
-	hdr block.Header
-	b   []byte
+	id   uint64
+	hdr  block.Header
+	b    []byte
+	last Sample // the block's last point
 }
 
 // writePartFile writes blocks (in the order given) as a partition file and
@@ -158,8 +180,17 @@ func writePartFile(dir, name string, blocks []newBlock) ([]indexEntry, error) {
 		if _, err := io.WriteString(w, fileMagic); err != nil {
 			return err
 		}
-		var idx []byte
+		idx := binary.AppendUvarint(nil, uint64(len(blocks)))
+		var newest []newestEntry
+		at := map[uint64]int{}
 		for _, b := range blocks {
+			// Of equal times, a later block holds the later arrival.
+			if i, ok := at[b.id]; !ok {
+				at[b.id] = len(newest)
+				newest = append(newest, newestEntry{b.id, b.last})
+			} else if b.last.Time >= newest[i].s.Time {
+				newest[i].s = b.last
+			}
 			if _, err := w.Write(b.b); err != nil {
 				return err
 			}
@@ -170,8 +201,13 @@ func writePartFile(dir, name string, blocks []newBlock) ([]indexEntry, error) {
 			idx = binary.AppendVarint(idx, b.hdr.MaxTime)
 			idx = binary.AppendUvarint(idx, uint64(b.hdr.Count))
 			entries = append(entries, indexEntry{id: b.id, ref: blockRef{
-				off: off, size: int64(len(b.b)), minTime: b.hdr.MinTime, maxTime: b.hdr.MaxTime, count: b.hdr.Count}})
+				off: off, size: int64(len(b.b)), minTime: b.hdr.MinTime, maxTime: b.hdr.MaxTime, count: b.hdr.Count, last: b.last}})
 			off += int64(len(b.b))
+		}
+		idx = binary.AppendUvarint(idx, uint64(len(newest)))
+		for _, e := range newest {
+			idx = binary.AppendUvarint(idx, e.id)
+			idx = appendSample(idx, e.s)
 		}
 		idx = binary.LittleEndian.AppendUint64(idx, uint64(off))
 		idx = binary.LittleEndian.AppendUint32(idx, crc32.Checksum(idx[:len(idx)-8], castagnoli))
@@ -214,7 +250,8 @@ func (pf *partFile) readIndex() error {
 		return err
 	}
 	idxOff := int64(binary.LittleEndian.Uint64(foot[:8]))
-	if string(foot[12:]) != footerMagic || idxOff < int64(len(fileMagic)) || idxOff > size-footerSize {
+	v1 := string(foot[12:]) == footerMagicV1
+	if (!v1 && string(foot[12:]) != footerMagic) || idxOff < int64(len(fileMagic)) || idxOff > size-footerSize {
 		return fmt.Errorf("%w: bad footer", ErrCorrupt)
 	}
 	idx := make([]byte, size-footerSize-idxOff)
@@ -224,7 +261,21 @@ func (pf *partFile) readIndex() error {
 	if crc32.Checksum(idx, castagnoli) != binary.LittleEndian.Uint32(foot[8:12]) {
 		return fmt.Errorf("%w: index checksum mismatch", ErrCorrupt)
 	}
-	for len(idx) > 0 {
+	return pf.parseIndex(idx, idxOff, v1)
+}
+
+// parseIndex decodes the index idx of a file whose blocks end at idxOff.
+func (pf *partFile) parseIndex(idx []byte, idxOff int64, v1 bool) error {
+	truncated := fmt.Errorf("%w: index truncated", ErrCorrupt)
+	n := uint64(math.MaxUint64)
+	if !v1 {
+		var k int
+		if n, k = binary.Uvarint(idx); k <= 0 || n > uint64(len(idx)) {
+			return truncated
+		}
+		idx = idx[k:]
+	}
+	for ; n > 0 && (!v1 || len(idx) > 0); n-- {
 		var v [6]uint64
 		for i := range v {
 			var n int
@@ -236,7 +287,7 @@ func (pf *partFile) readIndex() error {
 				v[i], n = binary.Uvarint(idx)
 			}
 			if n <= 0 {
-				return fmt.Errorf("%w: index truncated", ErrCorrupt)
+				return truncated
 			}
 			idx = idx[n:]
 		}
@@ -247,7 +298,119 @@ func (pf *partFile) readIndex() error {
 		pf.refs = append(pf.refs, indexEntry{id: v[0], ref: blockRef{
 			file: pf, off: off, size: sz, minTime: int64(v[3]), maxTime: int64(v[4]), count: int(v[5]), seq: pf.seq}})
 	}
+	if v1 {
+		return nil
+	}
+	cnt, k := binary.Uvarint(idx)
+	if k <= 0 || cnt > uint64(len(idx)) {
+		return truncated
+	}
+	idx = idx[k:]
+	for range cnt {
+		id, k := binary.Uvarint(idx)
+		if k <= 0 {
+			return truncated
+		}
+		s, k2, err := readSample(idx[k:])
+		if err != nil {
+			return err
+		}
+		idx = idx[k+k2:]
+		pf.newest = append(pf.newest, newestEntry{id, s})
+	}
+	if len(idx) != 0 {
+		return fmt.Errorf("%w: %d bytes after the index", ErrCorrupt, len(idx))
+	}
 	return nil
+}
+
+// appendSample appends s: zigzag varint time, quality byte, kind byte,
+// then for float, int, uint and bool the value's 64 bits as a uvarint
+// (math.Float64bits, two's complement, 0/1), for string and bytes a
+// uvarint length and the bytes, for null nothing.
+func appendSample(dst []byte, s Sample) []byte {
+	dst = binary.AppendVarint(dst, s.Time)
+	k := s.Value.Kind()
+	dst = append(dst, byte(s.Quality), byte(k))
+	switch k {
+	case uns.Float:
+		f, _ := s.Value.Float()
+		dst = binary.AppendUvarint(dst, math.Float64bits(f))
+	case uns.Int:
+		i, _ := s.Value.Int()
+		dst = binary.AppendUvarint(dst, uint64(i))
+	case uns.Uint:
+		u, _ := s.Value.Uint()
+		dst = binary.AppendUvarint(dst, u)
+	case uns.Bool:
+		b, _ := s.Value.Bool()
+		x := uint64(0)
+		if b {
+			x = 1
+		}
+		dst = binary.AppendUvarint(dst, x)
+	case uns.String, uns.Bytes:
+		var str string
+		if k == uns.String {
+			str, _ = s.Value.Str()
+		} else {
+			b, _ := s.Value.Bytes()
+			str = string(b)
+		}
+		dst = binary.AppendUvarint(dst, uint64(len(str)))
+		dst = append(dst, str...)
+	}
+	return dst
+}
+
+// readSample decodes what appendSample wrote and returns the bytes used.
+func readSample(b []byte) (Sample, int, error) {
+	bad := fmt.Errorf("%w: bad sample in index", ErrCorrupt)
+	t, n := binary.Varint(b)
+	if n <= 0 || len(b) < n+2 {
+		return Sample{}, 0, bad
+	}
+	q, k := uns.Quality(b[n]), uns.Kind(b[n+1])
+	if q > uns.Stale {
+		return Sample{}, 0, bad
+	}
+	n += 2
+	s := Sample{Time: t, Quality: q}
+	if k == uns.Null {
+		return s, n, nil
+	}
+	x, m := binary.Uvarint(b[n:])
+	if m <= 0 {
+		return Sample{}, 0, bad
+	}
+	n += m
+	switch k {
+	case uns.Float:
+		s.Value = uns.FloatValue(math.Float64frombits(x))
+	case uns.Int:
+		s.Value = uns.IntValue(int64(x))
+	case uns.Uint:
+		s.Value = uns.UintValue(x)
+	case uns.Bool:
+		if x > 1 {
+			return Sample{}, 0, bad
+		}
+		s.Value = uns.BoolValue(x == 1)
+	case uns.String, uns.Bytes:
+		if x > uint64(len(b)-n) {
+			return Sample{}, 0, bad
+		}
+		str := string(b[n : n+int(x)])
+		n += int(x)
+		if k == uns.String {
+			s.Value = uns.StringValue(str)
+		} else {
+			s.Value = uns.BytesValue([]byte(str))
+		}
+	default:
+		return Sample{}, 0, bad
+	}
+	return s, n, nil
 }
 
 // manifest is the committed state of the directory.
