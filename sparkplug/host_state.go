@@ -58,11 +58,22 @@ type hostDeviceJSON struct {
 // encoding is deterministic: the same state always gives the same bytes. Last
 // value timestamps keep millisecond precision, Sparkplug's own.
 func (h *Host) MarshalState() ([]byte, error) {
+	return h.MarshalStateFunc(nil)
+}
+
+// MarshalStateFunc is MarshalState for the edge nodes keep accepts (all if
+// keep is nil): a host whose nodes are spread over several checkpoints (one
+// per ingress partition, when several Millstream nodes share the work)
+// writes each subset on its own and reads them back with MergeState.
+func (h *Host) MarshalStateFunc(keep func(group, edgeNode string) bool) ([]byte, error) {
 	st := hostStateJSON{Version: hostStateVersion, Nodes: []hostNodeJSON{}}
 	keys := slices.SortedFunc(maps.Keys(h.nodes), func(a, b nodeKey) int {
 		return cmp.Or(cmp.Compare(a.group, b.group), cmp.Compare(a.node, b.node))
 	})
 	for _, k := range keys {
+		if keep != nil && !keep(k.group, k.node) {
+			continue
+		}
 		n := h.nodes[k]
 		metrics, err := encodeMetricSet(n.metrics)
 		if err != nil {
@@ -96,25 +107,61 @@ func (h *Host) MarshalState() ([]byte, error) {
 // UnmarshalState replaces the host's state with one produced by MarshalState.
 // On error the state is left unchanged.
 func (h *Host) UnmarshalState(b []byte) error {
+	nodes, err := decodeState(b)
+	if err != nil {
+		return err
+	}
+	h.nodes = nodes
+	return nil
+}
+
+// MergeState adds the nodes of a state produced by MarshalState or
+// MarshalStateFunc to the host, replacing the host's own state of those
+// nodes and keeping every other node. It returns how many nodes it
+// merged. On error the state is left unchanged.
+func (h *Host) MergeState(b []byte) (int, error) {
+	nodes, err := decodeState(b)
+	if err != nil {
+		return 0, err
+	}
+	maps.Copy(h.nodes, nodes)
+	return len(nodes), nil
+}
+
+// DropNodes forgets the edge nodes (and their devices) drop accepts, as
+// if never seen, and returns how many it dropped: the host hands them to
+// another host that loads their checkpoint.
+func (h *Host) DropNodes(drop func(group, edgeNode string) bool) int {
+	dropped := 0
+	for k := range h.nodes {
+		if drop(k.group, k.node) {
+			delete(h.nodes, k)
+			dropped++
+		}
+	}
+	return dropped
+}
+
+func decodeState(b []byte) (map[nodeKey]*hostNode, error) {
 	var st hostStateJSON
 	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("sparkplug host: state: %w", err)
+		return nil, fmt.Errorf("sparkplug host: state: %w", err)
 	}
 	if st.Version != hostStateVersion {
-		return fmt.Errorf("sparkplug host: state version %d, want %d", st.Version, hostStateVersion)
+		return nil, fmt.Errorf("sparkplug host: state version %d, want %d", st.Version, hostStateVersion)
 	}
 	nodes := map[nodeKey]*hostNode{}
 	for _, nj := range st.Nodes {
 		if nj.Group == "" || nj.EdgeNode == "" {
-			return errors.New("sparkplug host: state: node without group or edge node")
+			return nil, errors.New("sparkplug host: state: node without group or edge node")
 		}
 		k := nodeKey{nj.Group, nj.EdgeNode}
 		if nodes[k] != nil {
-			return fmt.Errorf("sparkplug host: state: node %s/%s twice", nj.Group, nj.EdgeNode)
+			return nil, fmt.Errorf("sparkplug host: state: node %s/%s twice", nj.Group, nj.EdgeNode)
 		}
 		ms, err := decodeMetricSet(nj.Metrics)
 		if err != nil {
-			return fmt.Errorf("sparkplug host: state: node %s/%s: %w", nj.Group, nj.EdgeNode, err)
+			return nil, fmt.Errorf("sparkplug host: state: node %s/%s: %w", nj.Group, nj.EdgeNode, err)
 		}
 		n := &hostNode{
 			group: nj.Group, name: nj.EdgeNode, born: nj.Born, online: nj.Online,
@@ -125,17 +172,17 @@ func (h *Host) UnmarshalState(b []byte) error {
 		}
 		for _, s := range nj.Missing {
 			if s < 0 || s > 255 {
-				return fmt.Errorf("sparkplug host: state: node %s/%s: missing seq %d out of range", nj.Group, nj.EdgeNode, s)
+				return nil, fmt.Errorf("sparkplug host: state: node %s/%s: missing seq %d out of range", nj.Group, nj.EdgeNode, s)
 			}
 			n.missing = append(n.missing, uint8(s))
 		}
 		for _, dj := range nj.Devices {
 			if dj.Name == "" || n.devices[dj.Name] != nil {
-				return fmt.Errorf("sparkplug host: state: node %s/%s: empty or repeated device %q", nj.Group, nj.EdgeNode, dj.Name)
+				return nil, fmt.Errorf("sparkplug host: state: node %s/%s: empty or repeated device %q", nj.Group, nj.EdgeNode, dj.Name)
 			}
 			dm, err := decodeMetricSet(dj.Metrics)
 			if err != nil {
-				return fmt.Errorf("sparkplug host: state: device %s/%s/%s: %w", nj.Group, nj.EdgeNode, dj.Name, err)
+				return nil, fmt.Errorf("sparkplug host: state: device %s/%s/%s: %w", nj.Group, nj.EdgeNode, dj.Name, err)
 			}
 			n.devices[dj.Name] = &hostDevice{
 				name: dj.Name, online: dj.Online, lastBirth: dj.LastBirth, lastDeath: dj.LastDeath, metrics: dm,
@@ -143,8 +190,7 @@ func (h *Host) UnmarshalState(b []byte) error {
 		}
 		nodes[k] = n
 	}
-	h.nodes = nodes
-	return nil
+	return nodes, nil
 }
 
 // encodeMetricSet writes a metric set as a birth-like Sparkplug payload: one

@@ -691,3 +691,72 @@ func BenchmarkHostDDATA(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "metrics/s")
 }
+
+// TestHostStateSubsetsMerge: a host split into per-node checkpoints
+// (MarshalStateFunc) and merged back (MergeState) into hosts that already
+// know other nodes keeps every node exactly, and DropNodes hands nodes
+// over without touching the rest.
+func TestHostStateSubsetsMerge(t *testing.T) {
+	h := bornHost(t, HostOptions{})
+	handle(t, h, NDATA, "", payload(2, aliasMetric(t, 1, Double, FloatValue(22))))
+	other := Topic{Type: NBIRTH, Group: "G", EdgeNode: "Other"}
+	if _, err := h.Handle(other, nodeBirth(t, 7), hostNow); err != nil {
+		t.Fatal(err)
+	}
+	isN := func(g, n string) bool { return g == "G" && n == "N" }
+	onlyN, err := h.MarshalStateFunc(isN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	onlyOther, err := h.MarshalStateFunc(func(g, n string) bool { return !isN(g, n) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(onlyN, []byte(`"Other"`)) || !bytes.Contains(onlyOther, []byte(`"Other"`)) {
+		t.Fatalf("subsets hold the wrong nodes:\n%s\n%s", onlyN, onlyOther)
+	}
+
+	// A host that knows a stale version of N and an unrelated node: the
+	// merge replaces N, adds Other and keeps the unrelated node.
+	r := NewHost(HostOptions{})
+	if _, err := r.Handle(Topic{Type: NBIRTH, Group: "G", EdgeNode: "N"}, payload(0, bdSeqMetric(t, 1)), hostNow); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Handle(Topic{Type: NBIRTH, Group: "H", EdgeNode: "Elsewhere"}, payload(0, bdSeqMetric(t, 1)), hostNow); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{onlyN, onlyOther} {
+		if n, err := r.MergeState(b); err != nil || n != 1 {
+			t.Fatalf("MergeState: %d nodes, %v", n, err)
+		}
+	}
+	whole, _ := h.MarshalState()
+	if got, _ := r.MarshalStateFunc(func(g, _ string) bool { return g == "G" }); !bytes.Equal(got, whole) {
+		t.Fatalf("merged state differs:\n%s\nwant\n%s", got, whole)
+	}
+	if len(r.Nodes()) != 3 {
+		t.Fatalf("nodes after merge: %+v", r.Nodes())
+	}
+	if _, err := r.MergeState([]byte(`{"version":1,"nodes":[{"group":"G","edge_node":"N","metrics":"AAAA"}]}`)); err == nil {
+		t.Error("MergeState of a bad state: no error")
+	}
+	if len(r.Nodes()) != 3 {
+		t.Error("a failed MergeState changed the state")
+	}
+
+	// N moved here keeps its sequence: the next NDATA resolves by alias.
+	if res := handle(t, r, NDATA, "", payload(3, aliasMetric(t, 2, Int32, IntValue(4)))); len(res.Rebirths) != 0 || len(res.Updates) != 1 {
+		t.Errorf("NDATA after merge: %+v", res)
+	}
+	if n := r.DropNodes(isN); n != 1 {
+		t.Errorf("DropNodes dropped %d, want 1", n)
+	}
+	for _, s := range r.Nodes() {
+		if s.EdgeNode == "N" {
+			t.Error("N still known after DropNodes")
+		}
+	}
+	if len(r.Nodes()) != 2 {
+		t.Errorf("DropNodes took other nodes: %+v", r.Nodes())
+	}
+}
