@@ -249,6 +249,10 @@ type TLS struct {
 type User struct {
 	Username     string `yaml:"username"`
 	PasswordHash string `yaml:"password_hash"`
+	// ScramSHA256 and ScramSHA512 are SCRAM credentials for Kafka clients
+	// of the Kafka endpoint ("millstream passwd --scram" prints them).
+	ScramSHA256 string `yaml:"scram_sha256,omitempty"`
+	ScramSHA512 string `yaml:"scram_sha512,omitempty"`
 }
 
 // ACL is one access rule. Rules are evaluated in order; the first rule whose

@@ -308,6 +308,11 @@ func (k *checker) mqtt(m MQTT, h HTTP, ke KafkaEndpoint) {
 	users := map[string]int{}
 	for i, u := range m.Users {
 		p := "mqtt.users[" + strconv.Itoa(i) + "]"
+		for _, sc := range []struct{ key, val, mech string }{{"scram_sha256", u.ScramSHA256, "SCRAM-SHA-256:"}, {"scram_sha512", u.ScramSHA512, "SCRAM-SHA-512:"}} {
+			if sc.val != "" && (!strings.HasPrefix(sc.val, sc.mech) || strings.Count(sc.val, ":") != 4) {
+				k.add(p+"."+sc.key, "(hidden)", "is not a %s credential; generate it with: echo -n 'the password' | millstream passwd --scram", strings.TrimSuffix(sc.mech, ":"))
+			}
+		}
 		if u.Username == "" {
 			k.add(p+".username", u.Username, "is empty; every user needs a username")
 		} else if j, dup := users[u.Username]; dup {

@@ -37,7 +37,9 @@
 //     Kafka consumers.
 //   - SASL PLAIN (SaslHandshake v1, SaslAuthenticate v0-2) checked by
 //     Options.Authenticator; per-topic read/write by Options.Authorizer;
-//     anonymous access when configured. TLS via Options.TLSConfig.
+//     anonymous access when configured; SASL SCRAM-SHA-256/512 against
+//     credentials derived at enrolment (Options.SCRAM, scram.go). TLS via
+//     Options.TLSConfig.
 //   - Prometheus metrics (Server.Register): requests by API and error code,
 //     bytes in and out, connections, auth failures, records in and out.
 //
@@ -49,8 +51,8 @@
 // (clients use the classic one), static membership semantics (instance ids
 // are accepted and reported but a restart is a normal rejoin), fetch
 // sessions, log compaction (cleanup.policy=compact is refused), topic ids in
-// Produce/Fetch, message formats v0/v1, SCRAM (the user store holds bcrypt
-// hashes, from which SCRAM keys cannot be derived), ACL and quota APIs,
+// Produce/Fetch, message formats v0/v1, unframed SASL after SaslHandshake
+// v0 (SCRAM and PLAIN work through SaslAuthenticate), ACL and quota APIs,
 // DeleteTopics and partition changes, replication (it is one node), offset
 // commit metadata strings and leader epochs. Requests for unimplemented
 // APIs or versions are answered with UNSUPPORTED_VERSION where the response

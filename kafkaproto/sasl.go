@@ -3,14 +3,15 @@ package kafkaproto
 import (
 	"bytes"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// SASL: PLAIN only. SCRAM needs keys derived from the password with a salt
-// and iteration count chosen at enrolment, which the bcrypt hashes of the
-// MQTT user store cannot provide; use TLS (Options.TLSConfig) so PLAIN does
-// not send passwords in the clear. Re-authentication (KIP-368) is not
-// offered: the session lifetime is reported as 0 (unbounded).
+// SASL: PLAIN against the Authenticator (the MQTT users' bcrypt hashes), and
+// SCRAM-SHA-256/512 against credentials derived at enrolment (Options.SCRAM,
+// scram.go), which bcrypt hashes cannot provide. Use TLS (Options.TLSConfig)
+// so PLAIN does not send passwords in the clear. Re-authentication (KIP-368)
+// is not offered: the session lifetime is reported as 0 (unbounded).
 
 const mechPlain = "PLAIN"
 
@@ -22,11 +23,24 @@ func (c *conn) handleSASLHandshake(req *kmsg.SASLHandshakeRequest) kmsg.Response
 		return resp
 	}
 	resp.SupportedMechanisms = []string{mechPlain}
+	if c.s.opts.SCRAM != nil {
+		resp.SupportedMechanisms = append(resp.SupportedMechanisms, MechSCRAMSHA256, MechSCRAMSHA512)
+	}
 	if c.authenticated || c.saslMechanism != "" {
 		resp.ErrorCode = codeIllegalSASLState
 		return resp
 	}
-	if req.Mechanism != mechPlain {
+	if req.Version == 0 {
+		// v0 sends the SASL tokens unframed after the handshake; only the
+		// SaslAuthenticate framing (v1) is implemented.
+		resp.ErrorCode = kerr.UnsupportedVersion.Code
+		return resp
+	}
+	switch {
+	case req.Mechanism == mechPlain:
+	case c.s.opts.SCRAM != nil && (req.Mechanism == MechSCRAMSHA256 || req.Mechanism == MechSCRAMSHA512):
+		c.scram = nil
+	default:
 		resp.ErrorCode = codeUnsupportedSASL
 		return resp
 	}
@@ -36,6 +50,9 @@ func (c *conn) handleSASLHandshake(req *kmsg.SASLHandshakeRequest) kmsg.Response
 
 func (c *conn) handleSASLAuthenticate(req *kmsg.SASLAuthenticateRequest) kmsg.Response {
 	resp := req.ResponseKind().(*kmsg.SASLAuthenticateResponse)
+	if (c.saslMechanism == MechSCRAMSHA256 || c.saslMechanism == MechSCRAMSHA512) && !c.authenticated {
+		return c.scramStep(req, resp)
+	}
 	if c.saslMechanism != mechPlain || c.authenticated {
 		resp.ErrorCode = codeIllegalSASLState
 		resp.ErrorMessage = strPtr("SaslAuthenticate without a SaslHandshake for PLAIN")
@@ -60,5 +77,38 @@ func (c *conn) handleSASLAuthenticate(req *kmsg.SASLAuthenticateRequest) kmsg.Re
 		return resp
 	}
 	c.user, c.authenticated = user, true
+	return resp
+}
+
+// scramStep runs one round trip of a SCRAM exchange.
+func (c *conn) scramStep(req *kmsg.SASLAuthenticateRequest, resp *kmsg.SASLAuthenticateResponse) kmsg.Response {
+	fail := func(err error) kmsg.Response {
+		c.s.m.authFailures.Inc()
+		user := ""
+		if c.scram != nil {
+			user = c.scram.user
+		}
+		c.s.logger.Warn("Kafka SASL authentication failed", "remote", c.remote, "mechanism", c.saslMechanism, "user", user, "error", err)
+		c.saslMechanism, c.scram = "", nil
+		resp.ErrorCode = codeSASLAuthFailed
+		resp.ErrorMessage = strPtr(err.Error())
+		return resp
+	}
+	if c.scram == nil {
+		x := &scramExchange{}
+		out, err := x.first(req.SASLAuthBytes, c.s.opts.SCRAM, c.saslMechanism)
+		if err != nil {
+			return fail(err)
+		}
+		c.scram = x
+		resp.SASLAuthBytes = out
+		return resp
+	}
+	out, err := c.scram.final(req.SASLAuthBytes)
+	if err != nil {
+		return fail(err)
+	}
+	c.user, c.authenticated, c.scram = c.scram.user, true, nil
+	resp.SASLAuthBytes = out
 	return resp
 }

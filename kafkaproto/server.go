@@ -45,6 +45,10 @@ type Options struct {
 	// Authenticator checks a SASL PLAIN username and password. Nil disables
 	// SASL: every connection is anonymous (user "").
 	Authenticator func(user, pass string) bool
+	// SCRAM looks up a user's SCRAM-SHA-256 or SCRAM-SHA-512 credential;
+	// nil offers PLAIN only. SCRAM needs an Authenticator too (which
+	// decides whether authentication is required at all).
+	SCRAM func(mechanism, user string) (SCRAMCredential, bool)
 	// AllowAnonymous lets clients that do not authenticate use the server
 	// as user "" when an Authenticator is set. Without an Authenticator
 	// connections are always anonymous.
@@ -305,6 +309,7 @@ type conn struct {
 	user          string
 	authenticated bool
 	saslMechanism string
+	scram         *scramExchange // during a SCRAM exchange
 
 	fetchRotate int
 	stopping    atomic.Bool

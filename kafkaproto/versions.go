@@ -18,20 +18,23 @@ type versionRange struct{ min, max int16 }
 // does not have (topic ids in Fetch/Produce, batched groups in OffsetFetch
 // v8+, max-timestamp ListOffsets v7+, the KIP-848 consumer protocol).
 var supported = map[int16]versionRange{
-	kmsg.Produce.Int16():          {3, 9},
-	kmsg.Fetch.Int16():            {4, 12},
-	kmsg.ListOffsets.Int16():      {1, 6},
-	kmsg.Metadata.Int16():         {0, 12},
-	kmsg.OffsetCommit.Int16():     {0, 8},
-	kmsg.OffsetFetch.Int16():      {1, 7},
-	kmsg.FindCoordinator.Int16():  {0, 3},
-	kmsg.JoinGroup.Int16():        {0, 9},
-	kmsg.Heartbeat.Int16():        {0, 4},
-	kmsg.LeaveGroup.Int16():       {0, 5},
-	kmsg.SyncGroup.Int16():        {0, 5},
-	kmsg.DescribeGroups.Int16():   {0, 5},
-	kmsg.ListGroups.Int16():       {0, 4},
-	kmsg.SASLHandshake.Int16():    {1, 1},
+	kmsg.Produce.Int16():         {3, 9},
+	kmsg.Fetch.Int16():           {4, 12},
+	kmsg.ListOffsets.Int16():     {1, 6},
+	kmsg.Metadata.Int16():        {0, 12},
+	kmsg.OffsetCommit.Int16():    {0, 8},
+	kmsg.OffsetFetch.Int16():     {1, 7},
+	kmsg.FindCoordinator.Int16(): {0, 3},
+	kmsg.JoinGroup.Int16():       {0, 9},
+	kmsg.Heartbeat.Int16():       {0, 4},
+	kmsg.LeaveGroup.Int16():      {0, 5},
+	kmsg.SyncGroup.Int16():       {0, 5},
+	kmsg.DescribeGroups.Int16():  {0, 5},
+	kmsg.ListGroups.Int16():      {0, 4},
+	// v0 is advertised because librdkafka enables SASL only when the
+	// range includes it; a v0 handshake itself is refused (see
+	// handleSASLHandshake): clients that can use v1 do.
+	kmsg.SASLHandshake.Int16():    {0, 1},
 	kmsg.ApiVersions.Int16():      {0, 3},
 	kmsg.CreateTopics.Int16():     {0, 7},
 	kmsg.DeleteRecords.Int16():    {0, 2},

@@ -95,6 +95,28 @@ func replicateOptions(r config.Replicate, logger *slog.Logger) replicate.Options
 	return o
 }
 
+// scramCredentials reads the users' SCRAM credentials, keyed by mechanism
+// and user.
+func scramCredentials(users []config.User) (map[string]kafkaproto.SCRAMCredential, error) {
+	out := map[string]kafkaproto.SCRAMCredential{}
+	for i, u := range users {
+		for _, sc := range []struct{ key, val, mech string }{{"scram_sha256", u.ScramSHA256, kafkaproto.MechSCRAMSHA256}, {"scram_sha512", u.ScramSHA512, kafkaproto.MechSCRAMSHA512}} {
+			if sc.val == "" {
+				continue
+			}
+			c, err := kafkaproto.ParseSCRAMCredential(sc.val)
+			if err == nil && c.Mechanism != sc.mech {
+				err = fmt.Errorf("is a %s credential", c.Mechanism)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("mqtt.users[%d].%s: %v (generate it with: echo -n 'the password' | millstream passwd --scram)", i, sc.key, err)
+			}
+			out[sc.mech+"\x00"+u.Username] = c
+		}
+	}
+	return out, nil
+}
+
 // kafkaAnonymous applies the MQTT rule for clients without credentials to
 // the Kafka endpoint: mqtt.allow_anonymous if set, else only while every
 // listener, the Kafka endpoint's included, is bound to loopback.
@@ -234,8 +256,17 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("register command metrics: %w", err)
 	}
 	if cfg.KafkaEndpoint.Enabled {
+		scram, err := scramCredentials(cfg.MQTT.Users)
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
 		n.kafka, err = kafkaproto.New(l, kafkaproto.Options{
 			Authenticator: b.Authenticate,
+			SCRAM: func(mech, user string) (kafkaproto.SCRAMCredential, bool) {
+				c, ok := scram[mech+"\x00"+user]
+				return c, ok
+			},
 			Authorizer: func(user, topic string, a kafkaproto.Action) bool {
 				return b.Authorize(user, topic, a == kafkaproto.ActionWrite)
 			},

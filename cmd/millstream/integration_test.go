@@ -707,6 +707,49 @@ func waitReady(t *testing.T, s *server) {
 	}
 }
 
+// TestKafkaEndpointSCRAM: a user enrolled with `millstream passwd --scram`
+// authenticates from kcat (librdkafka) with SCRAM-SHA-512 and PLAIN; a wrong
+// password and anonymous clients are refused.
+func TestKafkaEndpointSCRAM(t *testing.T) {
+	kcat := needTool(t, "kcat")
+	cmd := exec.Command(millstreamBin(t), "passwd", "--scram", "--cost", "4")
+	cmd.Stdin = strings.NewReader("fieldbus\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("passwd --scram: %v", err)
+	}
+	var entry strings.Builder
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		entry.WriteString("      " + line + "\n")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "millstream.yaml")
+	yaml := "data_dir: " + filepath.Join(dir, "data") + "\nhttp:\n  address: 127.0.0.1:0\nlogging:\n  format: json\n" +
+		"kafka_endpoint:\n  enabled: true\n  address: 127.0.0.1:0\n" +
+		"mqtt:\n  listeners:\n    - {name: tcp, type: tcp, address: \"127.0.0.1:0\"}\n  allow_anonymous: false\n  users:\n    - username: connect\n" + entry.String()
+	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	list := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, kcat, append([]string{"-b", s.kafka, "-L", "-m", "2"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	for _, mech := range []string{"SCRAM-SHA-512", "PLAIN"} {
+		if out, err := list("-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms="+mech, "-X", "sasl.username=connect", "-X", "sasl.password=fieldbus"); err != nil || !strings.Contains(out, "mqtt.ingress") {
+			t.Errorf("kcat %s: %v\n%s", mech, err, out)
+		}
+	}
+	if out, err := list("-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", "sasl.username=connect", "-X", "sasl.password=wrong"); err == nil {
+		t.Errorf("kcat with a wrong password listed the topics:\n%s", out)
+	}
+	if out, err := list(); err == nil {
+		t.Errorf("anonymous kcat listed the topics:\n%s", out)
+	}
+}
+
 // TestPlainJSONBecomesPoints publishes a JSON object of tags with
 // mosquitto_pub and reads the normalised points from uns.points; after a
 // kill -9 and a restart the normaliser resumes without writing any point
