@@ -3,6 +3,8 @@ package uns
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/millstream/millstream/log"
 )
@@ -36,12 +38,31 @@ func sourcesAfterBookmark(ctx context.Context, l log.Log, group, topic, header s
 	if err != nil {
 		return nil, err
 	}
-	done := map[string]bool{}
+	from := map[int32]int64{}
 	for _, p := range info.Partitions {
 		off, ok, err := l.CommittedOffset(ctx, group, topic, p.Partition)
 		if err != nil {
 			return nil, err
 		}
+		if !ok {
+			off = p.Start
+		}
+		from[p.Partition] = off
+	}
+	return scanSources(ctx, l, topic, header, from, nil)
+}
+
+// scanSources returns the values of header that keep accepts (all if keep
+// is nil) on the records of topic from the given offset of each partition
+// (the partition's start if missing) to its end.
+func scanSources(ctx context.Context, l log.Log, topic, header string, from map[int32]int64, keep func([]byte) bool) (map[string]bool, error) {
+	info, err := l.Topic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	done := map[string]bool{}
+	for _, p := range info.Partitions {
+		off, ok := from[p.Partition]
 		if !ok {
 			off = p.Start
 		}
@@ -54,7 +75,7 @@ func sourcesAfterBookmark(ctx context.Context, l log.Log, group, topic, header s
 				break
 			}
 			for _, r := range recs {
-				if v, ok := r.HeaderValue(header); ok {
+				if v, ok := r.HeaderValue(header); ok && (keep == nil || keep(v)) {
 					done[string(v)] = true
 				}
 				off = r.Offset + 1
@@ -62,4 +83,23 @@ func sourcesAfterBookmark(ctx context.Context, l log.Log, group, topic, header s
 		}
 	}
 	return done, nil
+}
+
+// parseSource reads "<partition>:<offset>:..." (HeaderSource).
+func parseSource(b []byte) (int32, int64, bool) {
+	s := string(b)
+	i := strings.IndexByte(s, ':')
+	if i < 0 {
+		return 0, 0, false
+	}
+	j := strings.IndexByte(s[i+1:], ':')
+	if j < 0 {
+		j = len(s) - i - 1
+	}
+	p, err1 := strconv.ParseInt(s[:i], 10, 32)
+	o, err2 := strconv.ParseInt(s[i+1:i+1+j], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, 0, false
+	}
+	return int32(p), o, true
 }

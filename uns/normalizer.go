@@ -73,6 +73,12 @@ type NormalizerOptions struct {
 	// CheckpointInterval bounds how often the Sparkplug host state is
 	// written (with the offsets it belongs to); default 1 s.
 	CheckpointInterval time.Duration
+	// GroupConsumer, when set, makes the normaliser a member of the
+	// consumer group NormalizerGroup instead of the one consumer of every
+	// ingress partition: several Millstream nodes then split the
+	// partitions and take over each other's (see runGroup). Node sets it
+	// on the Kafka backend to (*kafka.Log).GroupConsumer.
+	GroupConsumer GroupConsumerFactory
 }
 
 // Normalizer is the log consumer that turns plain MQTT messages of the
@@ -132,17 +138,31 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			return fmt.Errorf("uns normaliser: create %s: %w", t, err)
 		}
 	}
-	err := n.l.CreateTopic(ctx, HostStateTopic, log.TopicConfig{Partitions: 1, RetentionAge: -1, RetentionBytes: -1})
-	if err != nil && !errors.Is(err, log.ErrTopicExists) {
-		return fmt.Errorf("uns normaliser: create %s: %w", HostStateTopic, err)
-	}
 	if err := n.l.CreateTopic(ctx, n.opts.Source, log.TopicConfig{}); err != nil && !errors.Is(err, log.ErrTopicExists) {
 		return fmt.Errorf("uns normaliser: create %s: %w", n.opts.Source, err)
+	}
+	// The Sparkplug host state: one partition for one consumer of every
+	// ingress partition, one per ingress partition for a group member
+	// (see runGroup).
+	stateParts := int32(1)
+	if n.opts.GroupConsumer != nil {
+		info, err := n.l.Topic(ctx, n.opts.Source)
+		if err != nil {
+			return fmt.Errorf("uns normaliser: %w", err)
+		}
+		stateParts = int32(len(info.Partitions))
+	}
+	err := n.l.CreateTopic(ctx, HostStateTopic, log.TopicConfig{Partitions: stateParts, RetentionAge: -1, RetentionBytes: -1})
+	if err != nil && !errors.Is(err, log.ErrTopicExists) {
+		return fmt.Errorf("uns normaliser: create %s: %w", HostStateTopic, err)
 	}
 	if n.opts.Tree != nil {
 		if err := n.fillTree(ctx); err != nil {
 			return err
 		}
+	}
+	if n.opts.GroupConsumer != nil {
+		return n.runGroup(ctx, stateParts)
 	}
 	done, err := n.alreadyWritten(ctx)
 	if err != nil {
@@ -164,27 +184,13 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	// once the consumer is past all of them, none can come again.
 	pending := map[int32]int64{}
 	for src := range done {
-		var p int32
-		var o int64
-		if _, err := fmt.Sscanf(src, "%d:%d:", &p, &o); err == nil && o >= pending[p] {
+		if p, o, ok := parseSource([]byte(src)); ok && o >= pending[p] {
 			pending[p] = o
 		}
 	}
-	seen := map[int32]int64{}
-
-	var pts, written []Point
-	// Reused by every batch once it is durable; see below.
-	var (
-		arena   []byte
-		recSlab []log.Record
-		hdrs    []log.Header
-	)
-	b := newBatch()
-	proto, ct := n.opts.Format == FormatProtobuf, contentTypeJSON
-	if proto {
-		ct = contentTypeProto
-	}
-	hostDirty, lastCheckpoint := false, time.Now()
+	w := n.newWriter()
+	w.done = done
+	lastCheckpoint := time.Now()
 	for {
 		recs, err := c.Poll(ctx)
 		if err != nil {
@@ -193,7 +199,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 				// re-reads nothing.
 				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if hostDirty {
+				if w.hostDirty {
 					if err := n.checkpointHost(fctx, c); err != nil {
 						return err
 					}
@@ -205,84 +211,8 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("uns normaliser: %w", err)
 		}
-		written = written[:0]
-		arena, recSlab, hdrs = arena[:0], recSlab[:0], hdrs[:0]
-		for i := range recs {
-			r := &recs[i]
-			n.m.records.Add(1)
-			seen[r.Partition] = r.Offset
-			topic := string(r.Key)
-			if strings.HasPrefix(topic, sparkplugPrefix) {
-				n.m.sparkplug.Add(1)
-				pts, err = n.sparkplug(pts[:0], r)
-				hostDirty = true
-			} else {
-				var mapped bool
-				pts, mapped, err = n.opts.Mapper.Normalize(pts[:0], topic, r.Value, r.Timestamp)
-				if !mapped {
-					pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
-				}
-			}
-			if err != nil {
-				n.deadLetter(ctx, b, r, err)
-				continue
-			}
-			for j := range pts {
-				p := &pts[j]
-				if n.opts.Tree != nil || n.opts.Live != nil {
-					written = append(written, *p)
-				}
-				// The record's value, key and source header are written
-				// into the batch's arena, and the record and its headers
-				// into slabs: the log needs them only until the append is
-				// durable, so all three are reused by the next batch.
-				start := len(arena)
-				if proto {
-					arena = AppendPointProto(arena, p)
-				} else {
-					arena = AppendPointJSON(arena, p)
-				}
-				vend := len(arena)
-				key := p.Asset()
-				if key == "" {
-					key = p.Path
-				}
-				arena = append(arena, key...)
-				kend := len(arena)
-				arena = strconv.AppendInt(arena, int64(r.Partition), 10)
-				arena = append(arena, ':')
-				arena = strconv.AppendInt(arena, r.Offset, 10)
-				arena = append(arena, ':')
-				arena = strconv.AppendInt(arena, int64(j), 10)
-				if len(done) > 0 && done[string(arena[kend:])] {
-					delete(done, string(arena[kend:]))
-					arena = arena[:start]
-					n.m.skipped.Add(1)
-					continue
-				}
-				mem := arena[start:len(arena):len(arena)]
-				hdrs = append(hdrs, log.Header{Key: HeaderSource, Value: mem[kend-start:]}, log.Header{Key: HeaderContentType, Value: ct})
-				recSlab = append(recSlab, log.Record{
-					Topic:     PointsTopic,
-					Timestamp: p.Time,
-					Key:       mem[vend-start : kend-start : kend-start],
-					Value:     mem[: vend-start : vend-start],
-					Headers:   hdrs[len(hdrs)-2 : len(hdrs) : len(hdrs)],
-				})
-				b.produce(ctx, n.l, &recSlab[len(recSlab)-1])
-				n.m.points.Add(1)
-			}
-		}
-		if err := b.wait(); err != nil {
-			return fmt.Errorf("uns normaliser: write: %w", err)
-		}
-		if n.opts.Tree != nil {
-			for _, p := range written {
-				n.opts.Tree.Update(p)
-			}
-		}
-		if n.opts.Live != nil && len(written) > 0 {
-			n.opts.Live.Publish(written)
+		if err := n.normalize(ctx, w, recs); err != nil {
+			return err
 		}
 		if n.beforeCommit != nil {
 			if err := n.beforeCommit(); err != nil {
@@ -293,21 +223,21 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		// it can be large, so that happens at most every
 		// CheckpointInterval, and batches in between stay uncommitted (a
 		// crash re-reads them; their points are not written twice).
-		if hostDirty {
+		if w.hostDirty {
 			if time.Since(lastCheckpoint) < n.opts.CheckpointInterval {
 				continue
 			}
 			if err := n.checkpointHost(ctx, c); err != nil {
 				return err
 			}
-			hostDirty, lastCheckpoint = false, time.Now()
+			w.hostDirty, lastCheckpoint = false, time.Now()
 		}
 		if err := c.Commit(ctx); err != nil {
 			return fmt.Errorf("uns normaliser: %w", err)
 		}
 		// While points of the interrupted batch are still ahead, the
 		// bookmark stays before them, so that another stop finds them.
-		if len(done) > 0 && passed(seen, pending) {
+		if len(done) > 0 && passed(w.seen, pending) {
 			clear(done) // not produced again (e.g. deleted by retention)
 		}
 		if len(done) == 0 {
@@ -316,6 +246,137 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// writer is the state of Run's batches: the buffers reused batch after
+// batch and the source positions to skip.
+type writer struct {
+	pts, written []Point
+	// Reused by every batch once it is durable; see normalize.
+	arena   []byte
+	recSlab []log.Record
+	hdrs    []log.Header
+	b       *batch
+	proto   bool
+	ct      []byte
+
+	// done holds the HeaderSource values of points written before the
+	// last stop but not committed: they are not written again.
+	done map[string]bool
+	// seen is, per partition, the offset of the last record read.
+	seen map[int32]int64
+	// skipBelow (group path): records below it are reflected in the
+	// Sparkplug checkpoint loaded for their partition and their points
+	// are durable, so they are skipped whole.
+	skipBelow map[int32]int64
+	// hostDirty: Sparkplug records were handled since the last
+	// checkpoint; dirty (group path) says of which partitions.
+	hostDirty bool
+	dirty     map[int32]bool
+}
+
+func (n *Normalizer) newWriter() *writer {
+	w := &writer{b: newBatch(), ct: contentTypeJSON, seen: map[int32]int64{}}
+	if n.opts.Format == FormatProtobuf {
+		w.proto, w.ct = true, contentTypeProto
+	}
+	return w
+}
+
+// normalize writes the points and dead letters of recs and waits until
+// they are durable.
+func (n *Normalizer) normalize(ctx context.Context, w *writer, recs []log.Record) error {
+	var err error
+	b, proto, ct, done := w.b, w.proto, w.ct, w.done
+	pts, written := w.pts, w.written[:0]
+	arena, recSlab, hdrs := w.arena[:0], w.recSlab[:0], w.hdrs[:0]
+	for i := range recs {
+		r := &recs[i]
+		n.m.records.Add(1)
+		w.seen[r.Partition] = r.Offset
+		if w.skipBelow != nil {
+			if below, ok := w.skipBelow[r.Partition]; ok && r.Offset < below {
+				continue
+			}
+		}
+		topic := string(r.Key)
+		if strings.HasPrefix(topic, sparkplugPrefix) {
+			n.m.sparkplug.Add(1)
+			pts, err = n.sparkplug(pts[:0], r)
+			w.hostDirty = true
+			if w.dirty != nil {
+				w.dirty[r.Partition] = true
+			}
+		} else {
+			var mapped bool
+			pts, mapped, err = n.opts.Mapper.Normalize(pts[:0], topic, r.Value, r.Timestamp)
+			if !mapped {
+				pts, err = NormalizePlain(pts[:0], topic, r.Value, r.Timestamp)
+			}
+		}
+		if err != nil {
+			n.deadLetter(ctx, b, r, err)
+			continue
+		}
+		for j := range pts {
+			p := &pts[j]
+			if n.opts.Tree != nil || n.opts.Live != nil {
+				written = append(written, *p)
+			}
+			// The record's value, key and source header are written
+			// into the batch's arena, and the record and its headers
+			// into slabs: the log needs them only until the append is
+			// durable, so all three are reused by the next batch.
+			start := len(arena)
+			if proto {
+				arena = AppendPointProto(arena, p)
+			} else {
+				arena = AppendPointJSON(arena, p)
+			}
+			vend := len(arena)
+			key := p.Asset()
+			if key == "" {
+				key = p.Path
+			}
+			arena = append(arena, key...)
+			kend := len(arena)
+			arena = strconv.AppendInt(arena, int64(r.Partition), 10)
+			arena = append(arena, ':')
+			arena = strconv.AppendInt(arena, r.Offset, 10)
+			arena = append(arena, ':')
+			arena = strconv.AppendInt(arena, int64(j), 10)
+			if len(done) > 0 && done[string(arena[kend:])] {
+				delete(done, string(arena[kend:]))
+				arena = arena[:start]
+				n.m.skipped.Add(1)
+				continue
+			}
+			mem := arena[start:len(arena):len(arena)]
+			hdrs = append(hdrs, log.Header{Key: HeaderSource, Value: mem[kend-start:]}, log.Header{Key: HeaderContentType, Value: ct})
+			recSlab = append(recSlab, log.Record{
+				Topic:     PointsTopic,
+				Timestamp: p.Time,
+				Key:       mem[vend-start : kend-start : kend-start],
+				Value:     mem[: vend-start : vend-start],
+				Headers:   hdrs[len(hdrs)-2 : len(hdrs) : len(hdrs)],
+			})
+			b.produce(ctx, n.l, &recSlab[len(recSlab)-1])
+			n.m.points.Add(1)
+		}
+	}
+	w.pts, w.written, w.arena, w.recSlab, w.hdrs = pts, written, arena, recSlab, hdrs
+	if err := b.wait(); err != nil {
+		return fmt.Errorf("uns normaliser: write: %w", err)
+	}
+	if n.opts.Tree != nil {
+		for _, p := range written {
+			n.opts.Tree.Update(p)
+		}
+	}
+	if n.opts.Live != nil && len(written) > 0 {
+		n.opts.Live.Publish(written)
+	}
+	return nil
 }
 
 // fillTree loads the recent points of uns.points into the tree, reporting
