@@ -25,7 +25,11 @@ func (db *DB) Compact() error { return db.CompactBefore(math.MaxInt64) }
 // partition is not rewritten over and over. It locks the DB one partition
 // at a time, so appends and queries wait for one partition's rewrite at
 // most.
-func (db *DB) CompactBefore(t int64) error {
+func (db *DB) CompactBefore(t int64) error { return db.compactBefore(t, false) }
+
+// compactBefore is CompactBefore; with try it skips the raw partitions
+// (and returns nil) while a tiering export or retention is under way.
+func (db *DB) compactBefore(t int64, try bool) error {
 	if db.rollups != nil {
 		for _, tier := range db.rollups.tiers {
 			if err := tier.db.CompactBefore(t); err != nil {
@@ -33,6 +37,14 @@ func (db *DB) CompactBefore(t int64) error {
 			}
 		}
 	}
+	if try {
+		if !db.maintMu.TryLock() {
+			return nil
+		}
+	} else {
+		db.maintMu.Lock()
+	}
+	defer db.maintMu.Unlock()
 	db.mu.RLock()
 	if db.closed {
 		db.mu.RUnlock()

@@ -50,6 +50,7 @@
 package historian
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -94,6 +95,10 @@ type Options struct {
 	// Deadband, when set, returns the maximum deviation for a series'
 	// numeric values (0: store every point). See Deadband.
 	Deadband func(series string) float64
+	// Tier moves old partitions to Parquet files in a directory or an
+	// S3-compatible bucket (off by default); see TierOptions. A
+	// directory that has tiered needs the same store to read them.
+	Tier TierOptions
 }
 
 // Sample is one stored point.
@@ -114,6 +119,8 @@ type DB struct {
 	byID     map[uint64]*series
 	newNames []*series // created since the last flush
 	files    []*partFile
+	tiers    []*tierObject // Parquet tier objects, in export order
+	store    ObjectStore   // the tier's, or nil
 	nextSeq  uint64
 	seriesF  *os.File
 	seriesSz int64
@@ -124,6 +131,9 @@ type DB struct {
 	// latestMu guards series.latest for Last, which fills it under the
 	// read lock; Append writes it under the write lock.
 	latestMu sync.Mutex
+	// maintMu serialises what replaces or deletes files: compaction,
+	// retention and tiering (tiering reads files without db.mu).
+	maintMu sync.Mutex
 }
 
 type series struct {
@@ -183,6 +193,10 @@ func Open(opts Options) (*DB, error) {
 		byName:  map[string]*series{},
 		byID:    map[uint64]*series{},
 		nextSeq: 1,
+	}
+	if db.store, err = opts.Tier.openStore(context.Background()); err != nil {
+		db.closeFiles()
+		return nil, err
 	}
 	if err := db.load(); err != nil {
 		db.closeFiles()
@@ -251,6 +265,22 @@ func (db *DB) load() error {
 			s.blocks = append(s.blocks, e.ref)
 		}
 	}
+	for _, name := range m.tiers {
+		live[name] = true
+		t, err := openTierIndex(dir, name, db.store)
+		if err != nil {
+			return err
+		}
+		db.tiers = append(db.tiers, t)
+		db.nextSeq = max(db.nextSeq, t.seq+1)
+		for _, e := range t.entries {
+			s := db.byID[e.id]
+			if s == nil {
+				return fmt.Errorf("%w: %s refers to unknown series %d", ErrCorrupt, name, e.id)
+			}
+			s.blocks = append(s.blocks, t.ref(e))
+		}
+	}
 	for _, s := range db.byID {
 		sortRefs(s.blocks)
 	}
@@ -265,7 +295,9 @@ func (db *DB) load() error {
 		if n == lockName {
 			continue
 		}
-		if _, _, ok := parsePartFileName(n); (ok && !live[n]) || strings.Contains(n, ".tmp") {
+		_, _, isPart := parsePartFileName(n)
+		_, _, isTier := parseTierIndexName(n)
+		if ((isPart || isTier) && !live[n]) || strings.Contains(n, ".tmp") {
 			if err := os.Remove(filepath.Join(dir, n)); err != nil {
 				return err
 			}
@@ -286,11 +318,22 @@ func (db *DB) loadNewest() {
 	best := map[uint64]*acc{}
 	// Files in write order: of equal times, the later file's point
 	// arrived later.
-	files := slices.Clone(db.files)
-	slices.SortStableFunc(files, func(a, b *partFile) int { return cmpSeq(a.seq, b.seq) })
-	for _, f := range files {
-		if len(f.newest) == 0 {
-			for _, e := range f.refs {
+	type src struct {
+		seq    uint64
+		newest []newestEntry
+		pf     *partFile // when it has no newest points (version 1)
+	}
+	var srcs []src
+	for _, f := range db.files {
+		srcs = append(srcs, src{f.seq, f.newest, f})
+	}
+	for _, t := range db.tiers {
+		srcs = append(srcs, src{seq: t.seq, newest: t.newest})
+	}
+	slices.SortStableFunc(srcs, func(a, b src) int { return cmpSeq(a.seq, b.seq) })
+	for _, f := range srcs {
+		if len(f.newest) == 0 && f.pf != nil {
+			for _, e := range f.pf.refs {
 				if best[e.id] == nil {
 					best[e.id] = &acc{}
 				}
@@ -670,9 +713,14 @@ func (db *DB) Flush(checkpoint []byte) error {
 	return nil
 }
 
-// commit writes the manifest naming files.
+// commit writes the manifest naming files (and the current tier objects).
 func (db *DB) commit(files []*partFile, checkpoint []byte) error {
-	m := manifest{seriesLen: db.seriesSz, checkpoint: checkpoint}
+	return db.commitState(files, db.tiers, checkpoint)
+}
+
+// commitState writes the manifest naming files and tier objects.
+func (db *DB) commitState(files []*partFile, tiers []*tierObject, checkpoint []byte) error {
+	m := manifest{seriesLen: db.seriesSz, checkpoint: checkpoint, tiers: tierFileNames(tiers)}
 	for _, f := range files {
 		m.files = append(m.files, f.name)
 	}
@@ -703,6 +751,9 @@ func (db *DB) closeFiles() error {
 	var errs []error
 	for _, f := range db.files {
 		errs = append(errs, f.f.Close())
+	}
+	for _, t := range db.tiers {
+		errs = append(errs, t.close())
 	}
 	if db.seriesF != nil {
 		errs = append(errs, db.seriesF.Close())

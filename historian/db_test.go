@@ -1,6 +1,7 @@
 package historian
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -67,6 +68,9 @@ func openTest(t *testing.T, dir string) *DB {
 	t.Helper()
 	o := testOpts
 	o.Dir = dir
+	// A tier store beside the directory: TierBefore works, nothing tiers
+	// by itself (no After).
+	o.Tier.Dir = dir + ".tier"
 	db, err := Open(o)
 	if err != nil {
 		t.Fatal(err)
@@ -150,8 +154,12 @@ func TestAgainstModel(t *testing.T) {
 						t.Fatal(err)
 					}
 					committed = live.clone()
-				case op < 93:
+				case op < 92:
 					if err := db.Compact(); err != nil {
+						t.Fatal(err)
+					}
+				case op < 93:
+					if _, err := db.TierBefore(context.Background(), now-r.Int64N(40_000)); err != nil {
 						t.Fatal(err)
 					}
 				case op < 95:

@@ -28,6 +28,8 @@ import (
 //	                    the three) records, one per series, append-only.
 //	p<start>-<seq>.hdb  a partition file: immutable blocks of the partition
 //	                    starting at <start> (ms), an index and a footer.
+//	t<start>-<seq>.hti  the local index of a partition's Parquet tier object
+//	                    (see tier.go).
 //
 // Partition file:
 //
@@ -50,13 +52,14 @@ import (
 // compaction that did not commit; Open deletes it.
 
 const (
-	fileMagic     = "MSHDB001"
-	footerMagic   = "MSHDBIX2"
-	footerMagicV1 = "MSHDBIX1"
-	manifestMagic = "MSHMAN01"
-	manifestName  = "MANIFEST"
-	seriesLogName = "series.log"
-	footerSize    = 8 + 4 + 8
+	fileMagic       = "MSHDB001"
+	footerMagic     = "MSHDBIX2"
+	footerMagicV1   = "MSHDBIX1"
+	manifestMagic   = "MSHMAN01"
+	manifestMagicV2 = "MSHMAN02"
+	manifestName    = "MANIFEST"
+	seriesLogName   = "series.log"
+	footerSize      = 8 + 4 + 8
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -76,6 +79,10 @@ type blockRef struct {
 	// last is the block's last point (at maxTime; of equal times, the
 	// last to arrive), known for blocks sealed or compacted in memory.
 	last Sample
+	// tier, when set, is the Parquet object holding the block's points:
+	// rows [row, row+count) of it; file and mem are then nil.
+	tier *tierObject
+	row  int64
 }
 
 // partFile is an open partition file.
@@ -418,10 +425,18 @@ type manifest struct {
 	seriesLen  int64
 	checkpoint []byte
 	files      []string
+	tiers      []string // local indexes of Parquet tier objects
 }
 
+// encode writes version 1 without tier objects (so that a directory that
+// never tiered stays readable by older versions) and version 2, which
+// adds uvarint n and n names of tier indexes before the CRC, with them.
 func (m *manifest) encode() []byte {
-	b := []byte(manifestMagic)
+	magic := manifestMagic
+	if len(m.tiers) > 0 {
+		magic = manifestMagicV2
+	}
+	b := []byte(magic)
 	b = binary.AppendUvarint(b, uint64(m.seriesLen))
 	b = binary.AppendUvarint(b, uint64(len(m.checkpoint)))
 	b = append(b, m.checkpoint...)
@@ -430,12 +445,19 @@ func (m *manifest) encode() []byte {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
 	}
+	if len(m.tiers) > 0 {
+		b = binary.AppendUvarint(b, uint64(len(m.tiers)))
+		for _, f := range m.tiers {
+			b = binary.AppendUvarint(b, uint64(len(f)))
+			b = append(b, f...)
+		}
+	}
 	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
 }
 
 func decodeManifest(b []byte) (*manifest, error) {
 	bad := fmt.Errorf("%w: %s", ErrCorrupt, manifestName)
-	if len(b) < len(manifestMagic)+4 || string(b[:len(manifestMagic)]) != manifestMagic ||
+	if len(b) < len(manifestMagic)+4 || (string(b[:len(manifestMagic)]) != manifestMagic && string(b[:len(manifestMagic)]) != manifestMagicV2) ||
 		crc32.Checksum(b[:len(b)-4], castagnoli) != binary.LittleEndian.Uint32(b[len(b)-4:]) {
 		return nil, bad
 	}
@@ -468,6 +490,19 @@ func decodeManifest(b []byte) (*manifest, error) {
 			return nil, bad
 		}
 		m.files = append(m.files, string(f))
+	}
+	if string(b[:len(manifestMagic)]) == manifestMagicV2 {
+		n, err := binary.ReadUvarint(r)
+		if err != nil || n == 0 || n > uint64(r.Len()) {
+			return nil, bad
+		}
+		for range n {
+			f, err := str()
+			if err != nil {
+				return nil, bad
+			}
+			m.tiers = append(m.tiers, string(f))
+		}
 	}
 	if r.Len() != 0 {
 		return nil, bad

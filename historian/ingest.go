@@ -197,6 +197,17 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 	}
 	in.checkCaughtUp(c.Positions(), ends)
 
+	if in.db.opts.Tier.enabled() {
+		tctx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			in.tierLoop(tctx)
+		}()
+		defer wg.Wait()
+		defer stop()
+	}
 	lastFlush := time.Now()
 	var lastRetention time.Time
 	lastCompact := time.Now()
@@ -214,13 +225,14 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 		pending, flushed, lastFlush = 0, pos, time.Now()
 		if time.Since(lastCompact) >= in.opts.CompactInterval {
 			lastCompact = time.Now()
-			if err := in.db.CompactBefore(lastCompact.Add(-in.db.opts.OutOfOrderWindow).UnixMilli()); err != nil {
+			// Skipped while a tiering export runs; the next round does it.
+			if err := in.db.compactBefore(lastCompact.Add(-in.db.opts.OutOfOrderWindow).UnixMilli(), true); err != nil {
 				return fmt.Errorf("historian: compact: %w", err)
 			}
 		}
 		if time.Since(lastRetention) >= time.Minute {
 			lastRetention = time.Now()
-			if n, err := in.db.ApplyRetention(lastRetention); err != nil {
+			if n, err := in.db.applyRetention(lastRetention, true); err != nil {
 				in.log.Warn("historian: retention", "error", err)
 			} else if n > 0 {
 				in.log.Info("historian: retention deleted old partitions", "files", n)
@@ -270,6 +282,32 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 			if err := flush(ctx); err != nil {
 				return err
 			}
+		}
+	}
+}
+
+// tierLoop exports old partitions to the Parquet tier every
+// TierOptions.Interval, beside the ingest (an upload does not hold up
+// appends or flushes).
+func (in *Ingester) tierLoop(ctx context.Context) {
+	every := in.db.opts.Tier.Interval
+	if every <= 0 {
+		every = time.Minute
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := in.db.ApplyTiering(ctx, time.Now())
+		switch {
+		case err != nil && ctx.Err() == nil:
+			in.log.Warn("historian: tiering to Parquet", "error", err)
+		case n > 0:
+			in.log.Info("historian: partitions moved to the Parquet tier", "partitions", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }

@@ -17,9 +17,10 @@ const NoTime = math.MinInt64
 // reader is the per-query scratch: decoded points and the bytes of one
 // block, reused across blocks and queries.
 type reader struct {
-	dec block.Decoder
-	pts block.Points
-	buf []byte
+	dec  block.Decoder
+	pts  block.Points
+	buf  []byte
+	rows []tierRow
 }
 
 var readers = sync.Pool{New: func() any { return new(reader) }}
@@ -71,6 +72,9 @@ func (r *reader) points(id uint64, src source) (*block.Points, error) {
 		return src.buf, nil
 	}
 	ref := src.ref
+	if ref.tier != nil {
+		return r.tierPoints(id, ref)
+	}
 	b := ref.mem
 	if b == nil {
 		r.buf = slices.Grow(r.buf[:0], int(ref.size))[:ref.size]
