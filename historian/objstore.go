@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -183,10 +182,15 @@ func NewS3Store(ctx context.Context, o S3Options) (*S3Store, error) {
 			}
 		}
 	}
-	return &S3Store{c: c, bucket: o.Bucket, prefix: o.Prefix}, nil
+	return &S3Store{c: c, bucket: o.Bucket, prefix: strings.Trim(o.Prefix, "/")}, nil
 }
 
-func (s *S3Store) key(k string) string { return path.Join(s.prefix, k) }
+func (s *S3Store) key(k string) string {
+	if s.prefix == "" {
+		return k
+	}
+	return s.prefix + "/" + k
+}
 
 // Put uploads the object; S3 makes it visible only once complete.
 func (s *S3Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
@@ -232,18 +236,11 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 func (s *S3Store) List(ctx context.Context, prefix string) ([]string, error) {
 	var keys []string
 	full := s.key(prefix)
-	if strings.HasSuffix(prefix, "/") {
-		full += "/"
-	}
 	for o := range s.c.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true}) {
 		if o.Err != nil {
 			return nil, fmt.Errorf("historian: tier: list %s: %w", full, o.Err)
 		}
-		k := o.Key
-		if s.prefix != "" {
-			k = strings.TrimPrefix(strings.TrimPrefix(k, strings.TrimSuffix(s.prefix, "/")), "/")
-		}
-		keys = append(keys, k)
+		keys = append(keys, strings.TrimPrefix(o.Key, s.key("")))
 	}
 	return keys, nil
 }
