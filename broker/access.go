@@ -140,14 +140,12 @@ func (h *accessHook) OnConnect(cl *mqtt.Client, pk packets.Packet) error {
 	}
 
 	// MQTT 5 clients state a receive maximum, which the server must honour;
-	// it is capped at max_inflight. MQTT 3.1.1 has no receive maximum: those
-	// clients get no send quota at all (mochi's default for them), so their
-	// messages go straight to the outbound queue, in order, bounded by
-	// max_queued_messages. A send quota makes mochi park messages beyond it
-	// and resend them in unspecified order (sorted by creation second), and
-	// its Inflight.NextImmediate, used only with a quota, takes a read lock
-	// twice, which deadlocks against a concurrent fan-out; so the quota is
-	// used only where the protocol requires it.
+	// it is capped at max_inflight. Messages beyond it are parked and sent
+	// as acknowledgements free the quota: the path third_party/mochi-mqtt-server
+	// patches (PATCHES.md: upstream deadlocked, stalled and reordered there).
+	// MQTT 3.1.1 has no receive maximum: those clients get no send quota at
+	// all (mochi's default for them), so their messages go straight to the
+	// outbound queue, in order, bounded by max_queued_messages.
 	var sq uint16
 	if cl.Properties.ProtocolVersion == 5 {
 		sq = cl.Properties.Props.ReceiveMaximum
