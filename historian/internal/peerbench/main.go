@@ -7,7 +7,8 @@
 //
 // scripts/bench-historian.sh builds VictoriaMetrics and runs it.
 //
-// The historian gets every sample, in arrival order (every tag's sample
+// The historian gets every sample (and, in a second line, the numeric
+// subset VictoriaMetrics gets), in arrival order (every tag's sample
 // of one second, then the next second) on one goroutine, flushed and
 // compacted; its rate includes encoding and the fsynced write, its size
 // is the whole directory (rollups off, to compare raw storage).
@@ -83,8 +84,10 @@ func run(vmBin string, tags int, dur time.Duration, settle time.Duration) error 
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	if err := benchHistorian(set, filepath.Join(tmp, "historian")); err != nil {
-		return err
+	for _, numericOnly := range []bool{false, true} {
+		if err := benchHistorian(set, filepath.Join(tmp, fmt.Sprint("historian-", numericOnly)), numericOnly); err != nil {
+			return err
+		}
 	}
 	if vmBin == "" {
 		return nil
@@ -92,7 +95,9 @@ func run(vmBin string, tags int, dur time.Duration, settle time.Duration) error 
 	return benchVM(set, vmBin, tmp, settle)
 }
 
-func benchHistorian(set *synth.Set, dir string) error {
+// benchHistorian stores the data set; with numericOnly just the samples
+// VictoriaMetrics gets (see numeric).
+func benchHistorian(set *synth.Set, dir string, numericOnly bool) error {
 	db, err := historian.Open(historian.Options{Dir: dir, NoRollups: true})
 	if err != nil {
 		return err
@@ -107,14 +112,20 @@ func benchHistorian(set *synth.Set, dir string) error {
 		sigs[i] = set.Signal(i)
 	}
 	start := time.Now()
-	n := 0
+	n, total := 0, 0
 	for range set.Samples() {
 		for i, g := range sigs {
 			t, v, q, _ := g.Next()
+			if numericOnly {
+				if _, ok := numeric(v); !ok {
+					continue
+				}
+			}
 			if err := db.Append(ids[i], t, v, q); err != nil {
 				return err
 			}
 			n++
+			total++
 		}
 		if n >= 5_000_000 { // as the Ingester: bounded memory
 			if err := db.Flush(nil); err != nil {
@@ -134,11 +145,15 @@ func benchHistorian(set *synth.Set, dir string) error {
 	if err != nil {
 		return err
 	}
-	total := set.Tags() * set.Samples()
-	emit(map[string]any{"system": "millstream-historian", "tags": set.Tags(), "samples": total,
+	note := "one goroutine, Append+Flush(fsync)+Compact, every sample (all kinds, quality), lossless"
+	sys := "millstream-historian"
+	if numericOnly {
+		sys += "/numeric"
+		note = "the samples VictoriaMetrics gets (numeric, no null/NaN), with quality, lossless"
+	}
+	emit(map[string]any{"system": sys, "tags": set.Tags(), "samples": total,
 		"seconds": el.Seconds(), "samples_per_s": float64(total) / el.Seconds(),
-		"disk_bytes": size, "bytes_per_sample": float64(size) / float64(total),
-		"note": "one goroutine, Append+Flush(fsync)+Compact, all kinds, lossless"})
+		"disk_bytes": size, "bytes_per_sample": float64(size) / float64(total), "note": note})
 	return nil
 }
 
