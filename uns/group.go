@@ -157,6 +157,14 @@ func (g *groupRun) loop(ctx context.Context) error {
 	w.done, w.skipBelow, w.dirty = map[string]bool{}, map[int32]int64{}, map[int32]bool{}
 	lastCheckpoint, lastBookmark := time.Now(), time.Time{}
 	errLog := time.Time{}
+	// A batch is finished even when ctx ends during it: a half-written
+	// batch would leave the host state ahead of the processed positions,
+	// and the handover on leaving could not checkpoint it. Writes still
+	// blocked 10 s after ctx ended fail (Kafka unreachable).
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	stopWrites := context.AfterFunc(ctx, func() { time.AfterFunc(10*time.Second, wcancel) })
+	defer stopWrites()
 	for {
 		recs, err := g.gc.Poll(ctx)
 		if ctx.Err() != nil {
@@ -176,10 +184,10 @@ func (g *groupRun) loop(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := g.settle(ctx, w); err != nil {
+		if err := g.settle(wctx, w); err != nil {
 			return err
 		}
-		if err := n.normalize(ctx, w, recs); err != nil {
+		if err := n.normalize(wctx, w, recs); err != nil {
 			return err
 		}
 		if n.beforeCommit != nil {
@@ -191,20 +199,20 @@ func (g *groupRun) loop(ctx context.Context) error {
 			if time.Since(lastCheckpoint) < n.opts.CheckpointInterval {
 				continue
 			}
-			if err := g.checkpoint(ctx, slices.Collect(maps.Keys(w.dirty))); err != nil {
+			if err := g.checkpoint(wctx, slices.Collect(maps.Keys(w.dirty))); err != nil {
 				return err
 			}
 			clear(w.dirty)
 			w.hostDirty, lastCheckpoint = false, time.Now()
 		}
-		if err := g.gc.Commit(ctx); err != nil {
+		if err := g.gc.Commit(wctx); err != nil {
 			return fmt.Errorf("uns normaliser: %w", err)
 		}
 		g.passed(w)
 		if time.Since(lastBookmark) >= n.opts.CheckpointInterval {
 			// A bookmark that cannot move stays behind, which costs the
 			// next owner a longer read, never a duplicate.
-			if err := g.bookmark(ctx); err != nil && ctx.Err() == nil {
+			if err := g.bookmark(wctx); err != nil {
 				n.log.Warn("uns normaliser: bookmark not moved", "error", err)
 			}
 			lastBookmark = time.Now()

@@ -203,6 +203,9 @@ func waitFor(t *testing.T, what string, cond func() bool, ms ...*groupMember) {
 			}
 		}
 		if time.Now().After(deadline) {
+			for _, m := range ms {
+				t.Logf("%s: %d records, %d points, %d skipped, %d edge nodes", m.name, m.n.m.records.Load(), m.n.m.points.Load(), m.n.m.skipped.Load(), len(m.n.SparkplugNodes()))
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -239,15 +242,30 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 		t.Fatalf("edge nodes land on partitions %v only; the test needs them spread", parts)
 	}
 	pl.round(nodes, 0, 40)
-	total := func() int { _, n := pointSources(t, l); return n }
+	total := func() int { // uns.points is created by the first member
+		info, err := l.Topic(context.Background(), PointsTopic)
+		n := 0
+		for _, p := range info.Partitions {
+			n += int(p.End - p.Start)
+		}
+		if err != nil {
+			return 0
+		}
+		return n
+	}
 
 	a := startGroupMember(t, "a", l, 10, nil)
 	b := startGroupMember(t, "b", l, 10, nil)
-	waitFor(t, "the first points", func() bool { return total() >= pl.count }, a, b)
-	pl.round(nodes, 40, 40)
-	waitFor(t, "both members to work", func() bool {
-		return a.n.m.records.Load() > 0 && b.n.m.records.Load() > 0 && total() >= pl.count
-	}, a, b)
+	// Traffic keeps coming while b joins and the partitions are split.
+	next := 40
+	for deadline := time.Now().Add(30 * time.Second); a.n.m.records.Load() == 0 || b.n.m.records.Load() == 0; next += 5 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the members did not split the work: a read %d records, b %d", a.n.m.records.Load(), b.n.m.records.Load())
+		}
+		pl.round(nodes, next, 5)
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitFor(t, "the points so far", func() bool { return total() >= pl.count }, a, b)
 	for _, x := range a.n.SparkplugNodes() {
 		for _, y := range b.n.SparkplugNodes() {
 			if x.EdgeNode == y.EdgeNode {
@@ -260,9 +278,9 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 	}
 
 	// a stops cleanly while records keep coming; b takes everything over.
-	pl.round(nodes, 80, 20)
+	pl.round(nodes, next, 20)
 	a.stop(t)
-	pl.round(nodes, 100, 40)
+	pl.round(nodes, next+20, 40)
 	waitFor(t, "b to take over", func() bool { return total() >= pl.count }, b)
 	if len(b.n.SparkplugNodes()) != len(nodes) {
 		t.Errorf("b knows %d edge nodes after the takeover, want %d", len(b.n.SparkplugNodes()), len(nodes))
@@ -286,7 +304,7 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 	})
 	defer cm.cancel()
 	// c gets partitions from b (a clean handover) and works on them.
-	for i := 140; i < 200; i += 10 {
+	for i := next + 60; i < next+120; i += 10 {
 		pl.round(nodes, i, 10)
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -297,7 +315,7 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("c never crashed")
 	}
-	pl.round(nodes, 200, 20)
+	pl.round(nodes, next+120, 20)
 	waitFor(t, "b to take over from the crashed groupMember", func() bool { return total() >= pl.count }, b)
 	time.Sleep(300 * time.Millisecond) // a duplicate would show up now
 	b.stop(t)
