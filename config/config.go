@@ -28,6 +28,8 @@ type Config struct {
 	Replicate Replicate `yaml:"replicate"`
 	// Historian stores the history of every point for fast queries.
 	Historian Historian `yaml:"historian"`
+	// Pipeline configures stream processing steps over the log.
+	Pipeline Pipeline `yaml:"pipeline"`
 
 	// src maps key paths ("log.fsync", "mqtt.listeners[0].address") to where
 	// Parse or Load found them, so Validate can point at the line to fix.
@@ -77,6 +79,16 @@ type Mapping struct {
 type KafkaEndpoint struct {
 	Enabled bool   `yaml:"enabled"`
 	Address string `yaml:"address"`
+}
+
+// Pipeline configures stream processing steps.
+type Pipeline struct {
+	// RollupIntervals writes, for each interval, one record per tag and
+	// window to uns.rollups.<interval> (e.g. 1m).
+	RollupIntervals []Duration `yaml:"rollup_intervals"`
+	// RollupGrace is how long after a window's end it is closed without a
+	// newer point.
+	RollupGrace Duration `yaml:"rollup_grace"`
 }
 
 // Historian configures the time-series store derived from uns.points.
@@ -331,6 +343,7 @@ func Default() Config {
 		UNS:           UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
 		Commands:      Commands{MaxAge: Duration(time.Minute)},
 		KafkaEndpoint: KafkaEndpoint{Address: "127.0.0.1:9092"},
+		Pipeline:      Pipeline{RollupGrace: Duration(10 * time.Second)},
 		Historian: Historian{
 			Enabled:           true,
 			Retention:         -1,

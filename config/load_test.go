@@ -127,7 +127,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "file is not a mapping",
 			yaml: "- a\n- b\n",
-			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands, kafka_endpoint, replicate, historian), not a list"},
+			want: []string{"f.yaml:1: the file must be a mapping of sections (data_dir, log, mqtt, http, logging, sparkplug, uns, commands, kafka_endpoint, replicate, historian, pipeline), not a list"},
 		},
 		{
 			name: "duplicate key",

@@ -126,6 +126,20 @@ func validate(c Config) []*fieldError {
 		k.replicate(c.Replicate)
 	}
 	k.historian(c.Historian)
+	seen := map[Duration]bool{}
+	for i, d := range c.Pipeline.RollupIntervals {
+		p := "pipeline.rollup_intervals[" + strconv.Itoa(i) + "]"
+		switch td := time.Duration(d); {
+		case td < time.Second || td > 24*time.Hour || td%time.Second != 0:
+			k.add(p, d, "%s is out of range; use whole seconds from 1s to 1d, e.g. 1m", d)
+		case seen[d]:
+			k.add(p, d, "%s is listed twice", d)
+		}
+		seen[d] = true
+	}
+	if d := time.Duration(c.Pipeline.RollupGrace); d <= 0 || d > time.Hour {
+		k.add("pipeline.rollup_grace", c.Pipeline.RollupGrace, "%s is out of range; use above 0 to 1h, e.g. 10s", c.Pipeline.RollupGrace)
+	}
 	k.oneOf("uns.format", c.UNS.Format, "json", "protobuf")
 	for i, m := range c.UNS.Mappings {
 		p := "uns.mappings[" + strconv.Itoa(i) + "]"

@@ -26,6 +26,7 @@ import (
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/embedded"
 	"github.com/millstream/millstream/log/kafka"
+	"github.com/millstream/millstream/pipeline"
 	"github.com/millstream/millstream/replicate"
 	"github.com/millstream/millstream/uns"
 )
@@ -47,6 +48,7 @@ type Node struct {
 	repl   *replicate.Replicator // nil unless replicate.enabled
 	hist   *historian.DB         // nil unless historian.enabled
 	ingest *historian.Ingester
+	rolls  pipeline.Rollups
 
 	httpLn  net.Listener
 	httpErr chan error
@@ -55,6 +57,7 @@ type Node struct {
 	kafkaLn net.Listener
 	replErr chan error
 	histErr chan error
+	pipeErr chan error
 	cancel  context.CancelFunc
 	ready   atomic.Bool
 
@@ -301,6 +304,21 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 			return nil, fmt.Errorf("register replication metrics: %w", err)
 		}
 	}
+	for _, iv := range cfg.Pipeline.RollupIntervals {
+		r, err := pipeline.NewRollup(l, pipeline.RollupOptions{Interval: time.Duration(iv), Grace: time.Duration(cfg.Pipeline.RollupGrace),
+			Logger: logger.With("component", "pipeline")})
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("pipeline.rollup_intervals: %w", err)
+		}
+		n.rolls = append(n.rolls, r)
+	}
+	if len(n.rolls) > 0 {
+		if err := reg.Register(n.rolls); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("register pipeline metrics: %w", err)
+		}
+	}
 	var history api.History
 	if h := cfg.Historian; h.Enabled {
 		forever := func(d config.Duration) time.Duration { return time.Duration(max(d, 0)) }
@@ -435,6 +453,16 @@ func (n *Node) Start(ctx context.Context) error {
 		}()
 	}
 
+	n.pipeErr = make(chan error, len(n.rolls))
+	for _, r := range n.rolls {
+		go func() {
+			err := r.Run(ctx)
+			if err != nil {
+				n.logger.Error("rollup stopped; it resumes from its checkpoint at the next start", "topic", r.Output(), "error", err)
+			}
+			n.pipeErr <- err
+		}()
+	}
 	if n.ingest != nil {
 		n.histErr = make(chan error, 1)
 		go func() {
@@ -533,6 +561,9 @@ func (n *Node) Close() error {
 		}
 		if n.histErr != nil {
 			<-n.histErr
+		}
+		for range n.rolls {
+			<-n.pipeErr
 		}
 		if n.hist != nil {
 			if err := n.hist.Close(); err != nil {

@@ -533,8 +533,14 @@ func TestReplicateToAnotherMillstream(t *testing.T) {
       include: [acme/#]
       deny: [acme/plant1/secret/#]
       remote_topic: plant1.points
+    - name: rollups
+      topics: [uns.rollups.1m]
+      deny: [acme/plant1/secret/#]
   commands:
     enabled: true
+pipeline:
+  rollup_intervals: [1m]
+  rollup_grace: 500ms
 `))
 	for topic, payload := range map[string]string{"acme/plant1/press7": `{"temperature": 71.5}`, "acme/plant1/secret/recipe": `{"sugar": 42}`} {
 		if out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", edge.port(), "-q", "1", "-t", topic, "-m", payload).CombinedOutput(); err != nil {
@@ -579,6 +585,31 @@ func TestReplicateToAnotherMillstream(t *testing.T) {
 	}
 	if src, _ := got[0].HeaderValue("millstream.src"); !strings.HasPrefix(string(src), "plant1/uns.points/") {
 		t.Errorf("replicated point's source header %q", src)
+	}
+
+	// The transformation before leaving the plant: one-minute rollups of
+	// points from two minutes ago (closed by the clock) reach the cloud.
+	minute := time.Now().Add(-2 * time.Minute).Truncate(time.Minute)
+	var lines []string
+	for i := range 6 {
+		lines = append(lines, fmt.Sprintf(`{"value": %d, "timestamp": %d}`, 10*(i+1), minute.Add(time.Duration(i)*10*time.Second).UnixMilli()))
+	}
+	cmdPub := exec.Command(pub, "-h", "127.0.0.1", "-p", edge.port(), "-q", "1", "-t", "acme/plant1/press7/speed", "-l")
+	cmdPub.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
+	if out, err := cmdPub.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	var rollup map[string]any
+	for deadline := time.Now().Add(30 * time.Second); rollup == nil && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		for _, r := range remote("uns.rollups.1m") {
+			var v map[string]any
+			if json.Unmarshal(r.Value, &v) == nil && v["path"] == "acme/plant1/press7/speed" {
+				rollup = v
+			}
+		}
+	}
+	if rollup == nil || rollup["count"] != 6.0 || rollup["avg"] != 35.0 || rollup["min"] != 10.0 || rollup["max"] != 60.0 {
+		t.Fatalf("the cloud's one-minute rollup of press7/speed: %v", rollup)
 	}
 
 	// Cloud to edge: a command request on the cloud's commands topic. The
