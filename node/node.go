@@ -338,6 +338,11 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 			FlushInterval: time.Duration(h.FlushInterval),
 			Logger:        logger.With("component", "historian"),
 		})
+		if err := reg.Register(historianCollector{n.ingest}); err != nil {
+			n.hist.Close()
+			l.Close()
+			return nil, fmt.Errorf("register historian metrics: %w", err)
+		}
 		history = n.hist
 	}
 	n.api = api.New(api.Options{

@@ -690,6 +690,15 @@ func TestHistorian(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	resp, err := http.Get(s.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), "millstream_historian_points_total 50") || !strings.Contains(string(metrics), "millstream_historian_caught_up 1") {
+		t.Errorf("historian metrics:\n%s", grepLines(string(metrics), "millstream_historian_"))
+	}
 	wantAgg := query(s, agg)
 	if !strings.Contains(wantAgg, ",5],") || !strings.Contains(wantAgg, ",45]") {
 		t.Fatalf("10 s averages: %s", wantAgg)
@@ -1264,4 +1273,15 @@ func TestBenchUNS(t *testing.T) {
 	if res.Published == 0 || res.Received < res.Published || res.Measured == 0 || res.P99 <= 0 || res.Overflowed {
 		t.Errorf("bench uns result %s", out)
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
