@@ -253,9 +253,13 @@ func (n *Normalizer) Run(ctx context.Context) error {
 type writer struct {
 	pts, written []Point
 	// Reused by every batch once it is durable; see normalize.
-	arena   []byte
-	recSlab []log.Record
-	hdrs    []log.Header
+	arena []byte
+	hdrs  []log.Header
+	// recs holds the batch's records in chunks that never grow: the log
+	// fills in the partition and offset of a record while later ones are
+	// added, so a record must not be copied by a growing slice.
+	recs    [][]log.Record
+	recsLen int
 	b       *batch
 	proto   bool
 	ct      []byte
@@ -283,13 +287,25 @@ func (n *Normalizer) newWriter() *writer {
 	return w
 }
 
+// record returns the next free record of the batch.
+func (w *writer) record() *log.Record {
+	const chunk = 256
+	i, j := w.recsLen/chunk, w.recsLen%chunk
+	if i == len(w.recs) {
+		w.recs = append(w.recs, make([]log.Record, chunk))
+	}
+	w.recsLen++
+	return &w.recs[i][j]
+}
+
 // normalize writes the points and dead letters of recs and waits until
 // they are durable.
 func (n *Normalizer) normalize(ctx context.Context, w *writer, recs []log.Record) error {
 	var err error
 	b, proto, ct, done := w.b, w.proto, w.ct, w.done
 	pts, written := w.pts, w.written[:0]
-	arena, recSlab, hdrs := w.arena[:0], w.recSlab[:0], w.hdrs[:0]
+	arena, hdrs := w.arena[:0], w.hdrs[:0]
+	w.recsLen = 0
 	for i := range recs {
 		r := &recs[i]
 		n.m.records.Add(1)
@@ -353,18 +369,19 @@ func (n *Normalizer) normalize(ctx context.Context, w *writer, recs []log.Record
 			}
 			mem := arena[start:len(arena):len(arena)]
 			hdrs = append(hdrs, log.Header{Key: HeaderSource, Value: mem[kend-start:]}, log.Header{Key: HeaderContentType, Value: ct})
-			recSlab = append(recSlab, log.Record{
+			rec := w.record()
+			*rec = log.Record{
 				Topic:     PointsTopic,
 				Timestamp: p.Time,
 				Key:       mem[vend-start : kend-start : kend-start],
 				Value:     mem[: vend-start : vend-start],
 				Headers:   hdrs[len(hdrs)-2 : len(hdrs) : len(hdrs)],
-			})
-			b.produce(ctx, n.l, &recSlab[len(recSlab)-1])
+			}
+			b.produce(ctx, n.l, rec)
 			n.m.points.Add(1)
 		}
 	}
-	w.pts, w.written, w.arena, w.recSlab, w.hdrs = pts, written, arena, recSlab, hdrs
+	w.pts, w.written, w.arena, w.hdrs = pts, written, arena, hdrs
 	if err := b.wait(); err != nil {
 		return fmt.Errorf("uns normaliser: write: %w", err)
 	}
