@@ -217,7 +217,20 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		return nil, fmt.Errorf("uns.mappings: %w", err)
 	}
 	tree, live := uns.NewTree(), uns.NewLive()
+	// On Kafka the normaliser is a consumer group member, so that several
+	// Millstream nodes split the ingress partitions (docs/kafka.md).
+	var normGroup uns.GroupConsumerFactory
+	if kl, ok := l.(*kafka.Log); ok && cfg.Log.Backend == "kafka" {
+		normGroup = func(ctx context.Context, group string, topics []string, cb uns.GroupCallbacks) (uns.GroupConsumer, error) {
+			gc, err := kl.GroupConsumer(ctx, group, topics, kafka.GroupOptions{OnAssigned: cb.OnAssigned, OnRevoked: cb.OnRevoked, OnLost: cb.OnLost})
+			if err != nil {
+				return nil, err // not a typed nil in the interface
+			}
+			return gc, nil
+		}
+	}
 	n.norm = uns.NewNormalizer(l, uns.NormalizerOptions{
+		GroupConsumer:      normGroup,
 		Source:             cfg.MQTT.IngressTopic,
 		Logger:             logger.With("component", "uns"),
 		Tree:               tree,
