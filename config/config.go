@@ -194,6 +194,10 @@ type Kafka struct {
 	ReplicationFactor int16     `yaml:"replication_factor"`
 	TLS               KafkaTLS  `yaml:"tls,omitempty"`
 	SASL              KafkaSASL `yaml:"sasl,omitempty"`
+	// GroupSessionTimeout is how long the cluster waits for a node that
+	// stopped heartbeating before it moves that node's partitions to the
+	// others (consumer groups of scaled-out components).
+	GroupSessionTimeout Duration `yaml:"group_session_timeout"`
 }
 
 // KafkaTLS configures TLS to the Kafka brokers.
@@ -313,7 +317,7 @@ func Default() Config {
 		DataDir: "./data",
 		Log: Log{
 			Backend:        "embedded",
-			Kafka:          Kafka{ClientID: "millstream"},
+			Kafka:          Kafka{ClientID: "millstream", GroupSessionTimeout: Duration(45 * time.Second)},
 			Fsync:          "group",
 			FsyncInterval:  Duration(time.Millisecond),
 			FsyncBytes:     ByteSize(4 << 20),

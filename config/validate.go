@@ -510,6 +510,9 @@ func (k *checker) kafka(c Kafka) {
 	if c.ClientID == "" {
 		k.add("log.kafka.client_id", c.ClientID, "is empty; name this client for the brokers' logs and quotas, e.g. millstream")
 	}
+	if d := time.Duration(c.GroupSessionTimeout); d < 6*time.Second || d > 30*time.Minute {
+		k.add("log.kafka.group_session_timeout", c.GroupSessionTimeout, "%s is out of range; use 6s to 30m (and within the brokers' group.min/max.session.timeout.ms), e.g. 45s", c.GroupSessionTimeout)
+	}
 	if c.ReplicationFactor < 0 {
 		k.add("log.kafka.replication_factor", c.ReplicationFactor, "%d is out of range; use 0 (the cluster's default) or the number of replicas, e.g. 3", c.ReplicationFactor)
 	}

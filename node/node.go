@@ -159,6 +159,11 @@ func OpenLog(ctx context.Context, cfg config.Config, logger *slog.Logger) (backe
 			TLS: kafka.TLSOptions{Enabled: k.TLS.Enabled, CAFile: k.TLS.CAFile, CertFile: k.TLS.CertFile, KeyFile: k.TLS.KeyFile,
 				ServerName: k.TLS.ServerName, InsecureSkipVerify: k.TLS.InsecureSkipVerify},
 			SASL: kafka.SASLOptions{Mechanism: k.SASL.Mechanism, User: k.SASL.Username, Password: k.SASL.Password},
+			// Heartbeats a tenth of the session timeout apart (Kafka's
+			// default ratio is 3 s to 45 s): a few may be lost before the
+			// node counts as gone.
+			GroupSessionTimeout:    time.Duration(k.GroupSessionTimeout),
+			GroupHeartbeatInterval: time.Duration(k.GroupSessionTimeout) / 10,
 			// The same topic defaults as the embedded log, so that a
 			// plant keeps its retention when it moves to Kafka.
 			Defaults: mlog.TopicConfig{

@@ -389,7 +389,9 @@ func TestKafkaBackend(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cluster.Close()
-	cfg := writeConfig(t, t.TempDir(), "log:\n  backend: kafka\n  kafka:\n    brokers: ["+cluster.ListenAddrs()[0]+"]\n")
+	// A short session timeout: after the kill -9 the cluster moves the dead
+	// node's partitions to the restarted one after it.
+	cfg := writeConfig(t, t.TempDir(), "log:\n  backend: kafka\n  kafka:\n    brokers: ["+cluster.ListenAddrs()[0]+"]\n    group_session_timeout: 6s\n")
 	s := startServer(t, cfg)
 	publish := func(s *server, topic, payload string) {
 		out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", s.port(), "-q", "1", "-t", topic, "-m", payload).CombinedOutput()
