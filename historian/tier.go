@@ -448,6 +448,22 @@ func openParquet(r io.ReaderAt, size int64) (pf *parquet.File, err error) {
 			pf, err = nil, fmt.Errorf("%w: parquet: %v", ErrCorrupt, p)
 		}
 	}()
+	// The frame first: magic at both ends and a footer that fits.
+	var head, tail [8]byte
+	if size < 12 {
+		return nil, fmt.Errorf("%w: parquet: %d bytes", ErrCorrupt, size)
+	}
+	// ReadAt may say io.EOF with every byte read at the end.
+	if n, err := r.ReadAt(head[:4], 0); n < 4 {
+		return nil, fmt.Errorf("%w: parquet: %v", ErrCorrupt, err)
+	}
+	if n, err := r.ReadAt(tail[:], size-8); n < 8 {
+		return nil, fmt.Errorf("%w: parquet: %v", ErrCorrupt, err)
+	}
+	if flen := int64(binary.LittleEndian.Uint32(tail[:4])); string(head[:4]) != "PAR1" || string(tail[4:]) != "PAR1" ||
+		flen > size-12 || flen > 64<<20 {
+		return nil, fmt.Errorf("%w: parquet: bad frame", ErrCorrupt)
+	}
 	pf, err = parquet.OpenFile(r, size, parquet.SkipBloomFilters(true))
 	if err != nil {
 		return nil, fmt.Errorf("%w: parquet: %w", ErrCorrupt, err)
