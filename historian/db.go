@@ -42,7 +42,9 @@
 // aggregates and interpolations on a Grid (see Agg for the definitions and
 // NaN handling). Rollups (1 minute and 1 hour) are computed at Flush and
 // answer aligned aggregate queries without the raw points; Retention and
-// the rollup retentions bound what is kept. docs/historian.md is the
+// the rollup retentions bound what is kept. Options.Tier moves old
+// partitions to Parquet files in a directory or an S3-compatible bucket
+// (tier.go), read transparently by every query. docs/historian.md is the
 // user's view.
 //
 // A DB is safe for concurrent use. Append and Flush take an exclusive lock;
