@@ -253,6 +253,8 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		MaxAge:  time.Duration(cfg.Commands.MaxAge),
 		Publish: b.Publish,
 		Logger:  logger.With("component", "commands"),
+		// On Kafka, nodes split the command partitions: none is sent twice.
+		GroupConsumer: normGroup,
 	})
 	if err != nil {
 		l.Close()

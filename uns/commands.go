@@ -142,7 +142,25 @@ type CommanderOptions struct {
 	Logger  *slog.Logger
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
+	// GroupConsumer, when set (a Kafka cluster shared by several nodes),
+	// makes the Commander a member of consumer group CommanderGroup: each
+	// command partition is handled by one node, so no command is sent
+	// twice. A node can type a command only for edge nodes it hosts (whose
+	// ingress partition it owns); others are refused with that reason.
+	GroupConsumer GroupConsumerFactory
 }
+
+// commandConsumer is what Run needs of log.Consumer or a group member.
+type commandConsumer interface {
+	Poll(ctx context.Context) ([]log.Record, error)
+	Commit(ctx context.Context) error
+	Close() error
+}
+
+// commanderBookmarkGroup bookmarks the audit topic when the Commander is a
+// group member: Kafka refuses commits to a group with live members from
+// outside it.
+const commanderBookmarkGroup = CommanderGroup + ".bookmark"
 
 // Commander consumes CommandsTopic and sends each request to the Sparkplug
 // edge node or device that owns the metric, resolved and typed through the
@@ -253,28 +271,56 @@ func (c *Commander) Run(ctx context.Context) error {
 			return fmt.Errorf("commands: create %s: %w", t, err)
 		}
 	}
-	handled, err := c.handledBefore(ctx)
+	bookmarkGroup := CommanderGroup
+	var cons commandConsumer
+	var reassigned atomic.Bool // a rebalance gave this member partitions
+	if c.opts.GroupConsumer != nil {
+		bookmarkGroup = commanderBookmarkGroup
+		gc, err := c.opts.GroupConsumer(ctx, CommanderGroup, []string{CommandsTopic}, GroupCallbacks{
+			OnAssigned: func(context.Context, map[string][]int32) { reassigned.Store(true) },
+		})
+		if err != nil {
+			return fmt.Errorf("commands: %w", err)
+		}
+		cons = gc
+	} else {
+		lc, err := log.NewConsumer(c.l, CommanderGroup, CommandsTopic, log.ConsumerOptions{})
+		if err != nil {
+			return fmt.Errorf("commands: %w", err)
+		}
+		cons = lc
+	}
+	defer cons.Close()
+	handled, err := c.handledBefore(ctx, bookmarkGroup)
 	if err != nil {
 		return err
 	}
-	cons, err := log.NewConsumer(c.l, CommanderGroup, CommandsTopic, log.ConsumerOptions{})
-	if err != nil {
-		return fmt.Errorf("commands: %w", err)
-	}
-	defer cons.Close()
 	// The highest offset per partition among the handled requests: once
 	// the consumer is past all of them, none can come again (they may have
 	// been deleted by retention).
 	pending, seen := map[int32]int64{}, map[int32]int64{}
-	for src := range handled {
-		var p int32
-		var o int64
-		if _, err := fmt.Sscanf(src, "%d:%d", &p, &o); err == nil && o >= pending[p] {
-			pending[p] = o
+	setPending := func() {
+		clear(pending)
+		for src := range handled {
+			var p int32
+			var o int64
+			if _, err := fmt.Sscanf(src, "%d:%d", &p, &o); err == nil && o >= pending[p] {
+				pending[p] = o
+			}
 		}
 	}
+	setPending()
 	for {
 		recs, err := cons.Poll(ctx)
+		if err == nil && reassigned.Swap(false) {
+			// Partitions taken over from another node: the audit records
+			// it wrote for requests it had not committed are after the
+			// bookmark; find them before handling those requests.
+			if handled, err = c.handledBefore(ctx, bookmarkGroup); err != nil {
+				return err
+			}
+			setPending()
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -305,7 +351,7 @@ func (c *Commander) Run(ctx context.Context) error {
 			clear(handled)
 		}
 		if len(handled) == 0 {
-			if err := commitBookmark(ctx, c.l, CommanderGroup, AuditTopic); err != nil {
+			if err := commitBookmark(ctx, c.l, bookmarkGroup, AuditTopic); err != nil {
 				return fmt.Errorf("commands: %w", err)
 			}
 		}
@@ -339,6 +385,9 @@ func (c *Commander) handle(ctx context.Context, r *log.Record, src string) error
 			c.norm.hostMu.Lock()
 			cmd, err = c.norm.host.Command(req.Path, v, now)
 			c.norm.hostMu.Unlock()
+			if c.opts.GroupConsumer != nil && errors.Is(err, sparkplug.ErrUnknownTarget) {
+				err = fmt.Errorf("%w (with several Millstream nodes on one Kafka cluster, a command is typed by the node that hosts the edge node; this one does not)", err)
+			}
 		}
 	}
 	var payload []byte
@@ -403,8 +452,8 @@ func (c *Commander) allowed(path string) bool {
 
 // handledBefore reads the audit records after the bookmark: requests
 // handled, but not committed, before the last stop.
-func (c *Commander) handledBefore(ctx context.Context) (map[string]bool, error) {
-	done, err := sourcesAfterBookmark(ctx, c.l, CommanderGroup, AuditTopic, headerCommandSource)
+func (c *Commander) handledBefore(ctx context.Context, group string) (map[string]bool, error) {
+	done, err := sourcesAfterBookmark(ctx, c.l, group, AuditTopic, headerCommandSource)
 	if err != nil {
 		return nil, fmt.Errorf("commands: %w", err)
 	}
