@@ -34,3 +34,7 @@ if [ ! -d "$tahu/node_modules/sparkplug-client" ]; then
     echo "install-deps: npm is missing; the Tahu edge node test skips (or fails under CI=true)" >&2
   fi
 fi
+
+# MinIO, a real S3-compatible server, for the historian's Parquet tier tests
+# (built from the Go module proxy; a few minutes the first time).
+scripts/install-s3.sh
