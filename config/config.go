@@ -107,6 +107,32 @@ type Historian struct {
 	FlushInterval Duration `yaml:"flush_interval"`
 	// Partition is the time span of one partition file.
 	Partition Duration `yaml:"partition"`
+	// Tier moves old partitions to Parquet files in a directory or an
+	// S3-compatible bucket.
+	Tier HistorianTier `yaml:"tier"`
+}
+
+// HistorianTier configures tiering to Parquet.
+type HistorianTier struct {
+	// After is the age at which partitions move; 0 turns tiering off.
+	After Duration `yaml:"after"`
+	// Interval is how often partitions old enough are looked for.
+	Interval Duration `yaml:"interval"`
+	// Dir is a local (or mounted) directory; S3 a bucket. One of them.
+	Dir string      `yaml:"dir"`
+	S3  HistorianS3 `yaml:"s3,omitempty"`
+}
+
+// HistorianS3 is an S3-compatible bucket.
+type HistorianS3 struct {
+	Endpoint     string `yaml:"endpoint"`
+	Bucket       string `yaml:"bucket"`
+	Prefix       string `yaml:"prefix"`
+	AccessKey    string `yaml:"access_key"`
+	SecretKey    string `yaml:"secret_key"`
+	Region       string `yaml:"region"`
+	UseTLS       bool   `yaml:"use_tls"`
+	CreateBucket bool   `yaml:"create_bucket"`
 }
 
 // Replicate configures edge-to-cloud replication (package replicate).
@@ -356,6 +382,7 @@ func Default() Config {
 			OutOfOrderWindow:  Duration(time.Minute),
 			FlushInterval:     Duration(10 * time.Second),
 			Partition:         Duration(2 * time.Hour),
+			Tier:              HistorianTier{Interval: Duration(time.Minute)},
 		},
 		Replicate: Replicate{
 			Remote:            ReplicateRemote{Compression: "zstd", CreateTopics: true},

@@ -414,6 +414,28 @@ func (k *checker) historian(h Historian) {
 	if d := time.Duration(h.FlushInterval); d < 100*time.Millisecond || d > time.Hour {
 		k.add("historian.flush_interval", h.FlushInterval, "%s is out of range; use 100ms to 1h, e.g. 10s", h.FlushInterval)
 	}
+	t := h.Tier
+	if d := time.Duration(t.Interval); d < time.Second || d > 24*time.Hour {
+		k.add("historian.tier.interval", t.Interval, "%s is out of range; use 1s to 1d, e.g. 1m", t.Interval)
+	}
+	switch {
+	case t.After < 0:
+		k.add("historian.tier.after", t.After, "%s is out of range; use 0 (no tiering) or an age such as 30d", t.After)
+	case t.After > 0 && t.Dir == "" && t.S3.Bucket == "":
+		k.add("historian.tier.after", t.After, "is set but no place is: set historian.tier.dir or historian.tier.s3.bucket")
+	case t.Dir != "" && t.S3.Bucket != "":
+		k.add("historian.tier.dir", t.Dir, "and historian.tier.s3.bucket are both set; choose one")
+	case t.After > 0 && time.Duration(t.After) < time.Duration(h.OutOfOrderWindow)+time.Duration(h.Partition):
+		k.add("historian.tier.after", t.After, "%s is shorter than historian.partition plus historian.out_of_order_window; partitions would move while still being written", t.After)
+	}
+	if t.S3.Bucket != "" {
+		if _, port, err := net.SplitHostPort(t.S3.Endpoint); err != nil && (t.S3.Endpoint == "" || strings.Contains(t.S3.Endpoint, "/")) || port == "" && strings.Contains(t.S3.Endpoint, ":") {
+			k.add("historian.tier.s3.endpoint", t.S3.Endpoint, "%q: give host[:port] without a scheme, e.g. s3.eu-central-1.amazonaws.com or 127.0.0.1:9000", t.S3.Endpoint)
+		}
+		if (t.S3.AccessKey == "") != (t.S3.SecretKey == "") {
+			k.add("historian.tier.s3.access_key", "(hidden)", "access_key and secret_key go together (both empty: anonymous)")
+		}
+	}
 	if d := time.Duration(h.Partition); d < time.Minute || d > 7*24*time.Hour || (24*time.Hour)%d != 0 && d%(24*time.Hour) != 0 {
 		k.add("historian.partition", h.Partition, "%s is out of range; use a divisor or multiple of a day from 1m to 7d, e.g. 2h", h.Partition)
 	}

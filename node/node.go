@@ -341,15 +341,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	var history api.History
 	if h := cfg.Historian; h.Enabled {
-		forever := func(d config.Duration) time.Duration { return time.Duration(max(d, 0)) }
-		n.hist, err = historian.Open(historian.Options{
-			Dir:               filepath.Join(cfg.DataDir, "historian"),
-			Partition:         time.Duration(h.Partition),
-			OutOfOrderWindow:  time.Duration(h.OutOfOrderWindow),
-			Retention:         forever(h.Retention),
-			RollupRetention1m: forever(h.RollupRetention1m),
-			RollupRetention1h: forever(h.RollupRetention1h),
-		})
+		n.hist, err = historian.Open(HistorianOptions(cfg))
 		if err != nil {
 			l.Close()
 			return nil, fmt.Errorf("historian in %s: %w", filepath.Join(cfg.DataDir, "historian"), err)
@@ -378,6 +370,27 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		History:   history,
 	})
 	return n, nil
+}
+
+// HistorianOptions maps the configuration onto the historian's options. The
+// CLI's offline query uses it too, so it finds the Parquet tier.
+func HistorianOptions(cfg config.Config) historian.Options {
+	h := cfg.Historian
+	forever := func(d config.Duration) time.Duration { return time.Duration(max(d, 0)) }
+	o := historian.Options{
+		Dir:               filepath.Join(cfg.DataDir, "historian"),
+		Partition:         time.Duration(h.Partition),
+		OutOfOrderWindow:  time.Duration(h.OutOfOrderWindow),
+		Retention:         forever(h.Retention),
+		RollupRetention1m: forever(h.RollupRetention1m),
+		RollupRetention1h: forever(h.RollupRetention1h),
+		Tier:              historian.TierOptions{After: time.Duration(h.Tier.After), Interval: time.Duration(h.Tier.Interval), Dir: h.Tier.Dir},
+	}
+	if s3 := h.Tier.S3; s3.Bucket != "" {
+		o.Tier.S3 = &historian.S3Options{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: s3.Prefix, AccessKey: s3.AccessKey,
+			SecretKey: s3.SecretKey, Region: s3.Region, UseTLS: s3.UseTLS, CreateBucket: s3.CreateBucket}
+	}
+	return o
 }
 
 // LogOptions maps the configuration onto the embedded log's options. The CLI's

@@ -12,14 +12,15 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/millstream/millstream/api"
+	"github.com/millstream/millstream/config"
 	"github.com/millstream/millstream/historian"
+	"github.com/millstream/millstream/node"
 )
 
 const queryUsage = `usage: millstream query SERIES-PATTERN [--from T] [--to T] [--step D --agg A] [--format csv|json] [--server URL | --data-dir DIR]
@@ -44,7 +45,8 @@ func cmdQuery(args []string, stdout, stderr io.Writer) error {
 	format := fs.String("format", "csv", "output: csv (series,time,value[,quality]) or json (as GET /api/v1/history)")
 	limit := fs.Int("limit", 0, "at most this many raw points per series (default: the server's, 100000)")
 	server := fs.String("server", "", "query a running server's HTTP API, e.g. http://127.0.0.1:8080")
-	dataDir := fs.String("data-dir", "", "read a stopped server's data dir (default ./data)")
+	dataDir := fs.String("data-dir", "", "read a stopped server's data dir (default: data_dir of --config, else ./data)")
+	cfgFile := fs.String("config", "", "the server's configuration file, for its data_dir and historian settings (the Parquet tier)")
 	// The pattern may come before or after the flags.
 	var pattern string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -67,8 +69,8 @@ func cmdQuery(args []string, stdout, stderr io.Writer) error {
 	if *format != "csv" && *format != "json" {
 		return fmt.Errorf("%w: --format %q: use csv or json", errUsage, *format)
 	}
-	if *server != "" && *dataDir != "" {
-		return fmt.Errorf("%w: use either --data-dir or --server, not both", errUsage)
+	if *server != "" && (*dataDir != "" || *cfgFile != "") {
+		return fmt.Errorf("%w: use either --server or --data-dir/--config, not both", errUsage)
 	}
 	params := url.Values{"series": {pattern}, "from": {*from}, "to": {*to}}
 	if *step != "" {
@@ -93,7 +95,14 @@ func cmdQuery(args []string, stdout, stderr io.Writer) error {
 	if *server != "" {
 		body, err = queryServer(ctx, *server, params)
 	} else {
-		body, err = queryDataDir(*dataDir, q)
+		var cfg config.Config
+		if cfg, err = loadConfig(*cfgFile); err != nil {
+			return err
+		}
+		if *dataDir != "" {
+			cfg.SetDataDir(*dataDir)
+		}
+		body, err = queryDataDir(cfg, q)
 	}
 	if err != nil {
 		return err
@@ -114,15 +123,15 @@ func cmdQuery(args []string, stdout, stderr io.Writer) error {
 
 // queryDataDir answers from the historian directory of a stopped server.
 // It sees what the server flushed: everything, after a clean stop.
-func queryDataDir(dataDir string, q historian.Query) ([]byte, error) {
-	if dataDir == "" {
-		dataDir = "./data"
-	}
-	dir := filepath.Join(dataDir, "historian")
+func queryDataDir(cfg config.Config, q historian.Query) ([]byte, error) {
+	opts := node.HistorianOptions(cfg)
+	dir := opts.Dir
 	if _, err := os.Stat(dir); err != nil {
 		return nil, fmt.Errorf("no historian at %s: %w (is --data-dir the server's data_dir?)", dir, err)
 	}
-	db, err := historian.Open(historian.Options{Dir: dir})
+	// Read-only use: never export, only read what the tier holds.
+	opts.Tier.After = 0
+	db, err := historian.Open(opts)
 	if err != nil {
 		return nil, err
 	}
