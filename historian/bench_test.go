@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -296,4 +297,60 @@ func BenchmarkRebuild(b *testing.B) {
 		db.Close()
 	}
 	b.ReportMetric(float64(len(pts))*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkIngestDeadband is BenchmarkIngest with a deadband on every
+// series (the synthetic analog tags have 0.01 resolution and noise of
+// σ 0.01–0.1; counters, states and bools change by at least 1). It reports
+// bytes per *original* sample, and the share of samples stored.
+func BenchmarkIngestDeadband(b *testing.B) {
+	set := synth.New(synth.Config{Tags: 500, Duration: 30 * time.Minute, Seed: 1})
+	data := timeMajor(set)
+	for _, dev := range []float64{0.05, 0.2, 1} {
+		b.Run(strconv.FormatFloat(dev, 'g', -1, 64), func(b *testing.B) { benchDeadband(b, set, data, dev) })
+	}
+}
+
+func benchDeadband(b *testing.B, set *synth.Set, data []genSample, dev float64) {
+	var compacted int64
+	var stored int
+	for b.Loop() {
+		dir := b.TempDir()
+		db, err := Open(Options{Dir: dir, Deadband: func(string) float64 { return dev }})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids := make([]uint64, set.Tags())
+		for i := range ids {
+			if ids[i], err = db.Series(set.Path(i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, s := range data {
+			if err := db.Append(ids[s.tag], s.t, s.v, s.q); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := db.Flush([]byte("offset")); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := db.Compact(); err != nil {
+			b.Fatal(err)
+		}
+		compacted = dirBytes(b, dir)
+		stored = 0
+		for _, id := range ids {
+			pts, err := db.Range(nil, id, math.MinInt64, math.MaxInt64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			stored += len(pts)
+		}
+		db.Close()
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(len(data))*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+	b.ReportMetric(float64(compacted)/float64(len(data)), "compacted-B/sample")
+	b.ReportMetric(float64(stored)/float64(len(data)), "stored-fraction")
 }
