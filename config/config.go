@@ -110,6 +110,16 @@ type Historian struct {
 	// Tier moves old partitions to Parquet files in a directory or an
 	// S3-compatible bucket.
 	Tier HistorianTier `yaml:"tier"`
+	// Deadband stores a numeric point of a matching series only when it
+	// moved more than MaxDeviation from the last stored one; the first
+	// matching rule applies. Lossy; none by default.
+	Deadband []HistorianDeadband `yaml:"deadband"`
+}
+
+// HistorianDeadband is one deadband rule.
+type HistorianDeadband struct {
+	Pattern      string  `yaml:"pattern"`
+	MaxDeviation float64 `yaml:"max_deviation"`
 }
 
 // HistorianTier configures tiering to Parquet.

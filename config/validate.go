@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -413,6 +414,15 @@ func (k *checker) historian(h Historian) {
 	}
 	if d := time.Duration(h.FlushInterval); d < 100*time.Millisecond || d > time.Hour {
 		k.add("historian.flush_interval", h.FlushInterval, "%s is out of range; use 100ms to 1h, e.g. 10s", h.FlushInterval)
+	}
+	for i, d := range h.Deadband {
+		p := "historian.deadband[" + strconv.Itoa(i) + "]"
+		if err := uns.ValidatePattern(d.Pattern); err != nil {
+			k.add(p+".pattern", d.Pattern, "%v; use a namespace pattern, e.g. acme/+/+/temperature", err)
+		}
+		if !(d.MaxDeviation > 0) || math.IsInf(d.MaxDeviation, 0) {
+			k.add(p+".max_deviation", d.MaxDeviation, "%v is out of range; use a positive number in the tag's unit, above its noise, e.g. 0.2", d.MaxDeviation)
+		}
 	}
 	t := h.Tier
 	if d := time.Duration(t.Interval); d < time.Second || d > 24*time.Hour {

@@ -78,6 +78,12 @@ func TestValidate(t *testing.T) {
 			c.Replicate.Remote.Brokers = []string{"cloud:9093"}
 			c.Replicate.Flows = []ReplicateFlow{{Name: "points", Topics: []string{"uns.points"}, Include: []string{"acme/#"}}}
 		}, nil},
+		{"deadband", func(c *Config) {
+			c.Historian.Deadband = []HistorianDeadband{{Pattern: "a/#/b", MaxDeviation: 1}, {Pattern: "a/#", MaxDeviation: 0}}
+		}, []string{
+			`historian.deadband[0].pattern: pattern "a/#/b": # must be the last segment`,
+			`historian.deadband[1].max_deviation: 0 is out of range`,
+		}},
 		{"kafka good", func(c *Config) {
 			c.Log.Backend = "kafka"
 			c.Log.Kafka.Brokers = []string{"k1:9092"}

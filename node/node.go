@@ -386,6 +386,17 @@ func HistorianOptions(cfg config.Config) historian.Options {
 		RollupRetention1h: forever(h.RollupRetention1h),
 		Tier:              historian.TierOptions{After: time.Duration(h.Tier.After), Interval: time.Duration(h.Tier.Interval), Dir: h.Tier.Dir},
 	}
+	if len(h.Deadband) > 0 {
+		rules := h.Deadband
+		o.Deadband = func(series string) float64 {
+			for _, r := range rules {
+				if uns.MatchPattern(r.Pattern, series) {
+					return r.MaxDeviation
+				}
+			}
+			return 0
+		}
+	}
 	if s3 := h.Tier.S3; s3.Bucket != "" {
 		o.Tier.S3 = &historian.S3Options{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: s3.Prefix, AccessKey: s3.AccessKey,
 			SecretKey: s3.SecretKey, Region: s3.Region, UseTLS: s3.UseTLS, CreateBucket: s3.CreateBucket}
