@@ -79,6 +79,9 @@ type Mapping struct {
 type KafkaEndpoint struct {
 	Enabled bool   `yaml:"enabled"`
 	Address string `yaml:"address"`
+	// AdvertisedAddress is the host:port clients are told to connect to
+	// (behind NAT or a proxy); empty means the address they connected to.
+	AdvertisedAddress string `yaml:"advertised_address"`
 }
 
 // Pipeline configures stream processing steps.

@@ -306,6 +306,11 @@ func (k *checker) mqtt(m MQTT, h HTTP, ke KafkaEndpoint) {
 	addBind("http.address", h.Address, "127.0.0.1:8080")
 	if ke.Enabled {
 		addBind("kafka_endpoint.address", ke.Address, "127.0.0.1:9092")
+		if a := ke.AdvertisedAddress; a != "" {
+			if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
+				k.add("kafka_endpoint.advertised_address", a, "%q is not host:port with a port other than 0, e.g. millstream.plant1.example:9092", a)
+			}
+		}
 	}
 	for i := range binds {
 		for j := 0; j < i; j++ {

@@ -297,6 +297,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 			// in the log; the prefix keeps a client's group "historian"
 			// from moving the historian's offsets.
 			GroupPrefix:    "kafka.",
+			AdvertisedAddr: cfg.KafkaEndpoint.AdvertisedAddress,
 			AllowAnonymous: kafkaAnonymous(cfg),
 			// As Kafka's auto.create.topics.enable defaults to true: a
 			// producer's first write creates the topic with the log's
