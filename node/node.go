@@ -327,7 +327,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 	}
 	for _, iv := range cfg.Pipeline.RollupIntervals {
 		r, err := pipeline.NewRollup(l, pipeline.RollupOptions{Interval: time.Duration(iv), Grace: time.Duration(cfg.Pipeline.RollupGrace),
-			Logger: logger.With("component", "pipeline")})
+			Logger: logger.With("component", "pipeline"), GroupConsumer: normGroup})
 		if err != nil {
 			l.Close()
 			return nil, fmt.Errorf("pipeline.rollup_intervals: %w", err)

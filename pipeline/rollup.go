@@ -41,6 +41,7 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -69,7 +70,11 @@ type RollupOptions struct {
 	// CheckpointInterval bounds how often the open windows are checkpointed
 	// (default 5 s); a restart re-reads at most this much of the source.
 	CheckpointInterval time.Duration
-	Logger             *slog.Logger
+	// GroupConsumer, when set (several nodes on one Kafka cluster), makes
+	// the step a consumer group member: the nodes split the source
+	// partitions, and a partition's state moves with it.
+	GroupConsumer uns.GroupConsumerFactory
+	Logger        *slog.Logger
 	// Now is the wall clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -152,14 +157,20 @@ type window struct {
 	seen time.Time // wall clock of the last point: not checkpointed
 }
 
-// checkpoint is the value of a state record.
+// checkpoint is the value of a state record: the state of one source
+// partition (a tag's points are all in the partition of its asset).
 type checkpoint struct {
-	Positions map[int32]int64 `json:"positions"`  // source: next offset per partition
+	Partition int32           `json:"partition"`
+	Position  int64           `json:"position"`   // next source offset
 	OutputEnd map[int32]int64 `json:"output_end"` // output end offsets when written
 	Windows   []*window       `json:"windows"`
 	// Closed is the start of each tag's last closed window: a point for it
 	// or an earlier one is late.
 	Closed map[string]int64 `json:"closed"`
+	// Written are windows in the output that the records after Position
+	// will close again (written by an earlier run past its checkpoint):
+	// not to be written twice.
+	Written []string `json:"written,omitempty"`
 }
 
 // Record is the JSON value of an output record.
@@ -182,6 +193,36 @@ func (r *Rollup) stateTopic() string {
 	return "pipeline.rollup." + IntervalName(r.opts.Interval) + ".state"
 }
 
+// part is the state of one owned source partition.
+type part struct {
+	position int64 // next offset to read; records below it are in the state
+	windows  map[string]*window
+	closed   map[string]int64
+	written  map[string]bool // windows in the output after the checkpoint
+	dirty    bool
+}
+
+// source is what Run needs of log.Consumer or a group member.
+type source interface {
+	Poll(ctx context.Context) ([]log.Record, error)
+	Close() error
+}
+
+// runState is one Run.
+type runState struct {
+	r        *Rollup
+	nSource  int32
+	parts    map[int32]*part
+	b        *batch
+	interval int64
+
+	// mu is held while a batch is processed and by the group callbacks,
+	// which may run on the client's goroutine between two Polls: a
+	// revocation waits for the batch, then checkpoints the partition.
+	mu       sync.Mutex
+	assigned []int32
+}
+
 // Run consumes until ctx is done (then it returns nil) or the log fails.
 func (r *Rollup) Run(ctx context.Context) error {
 	for _, t := range []string{r.opts.Source, r.opts.Output} {
@@ -189,166 +230,322 @@ func (r *Rollup) Run(ctx context.Context) error {
 			return fmt.Errorf("rollup %s: create %s: %w", IntervalName(r.opts.Interval), t, err)
 		}
 	}
-	if err := r.l.CreateTopic(ctx, r.stateTopic(), log.TopicConfig{Partitions: 1, RetentionAge: -1, RetentionBytes: -1}); err != nil && !errors.Is(err, log.ErrTopicExists) {
-		return fmt.Errorf("rollup: create %s: %w", r.stateTopic(), err)
-	}
-	cp, err := r.loadCheckpoint(ctx)
-	if err != nil {
-		return err
-	}
-	open := map[string]*window{}
-	closed := map[string]int64{}
-	copts := log.ConsumerOptions{StartAt: log.StartEarliest}
-	// Without a checkpoint the source is read from its start, and anything
-	// in the output was written by a run that stopped before its first
-	// checkpoint: all of it is known.
-	ends := map[int32]int64{}
-	if cp != nil {
-		for _, w := range cp.Windows {
-			w.seen = r.opts.Now()
-			open[w.Path] = w
-		}
-		if cp.Closed != nil {
-			closed = cp.Closed
-		}
-		copts.Offsets, ends = cp.Positions, cp.OutputEnd
-	} else {
-		copts.Offsets = map[int32]int64{}
-		info, err := r.l.Topic(ctx, r.opts.Source)
-		if err != nil {
-			return fmt.Errorf("rollup: %w", err)
-		}
-		for _, p := range info.Partitions {
-			copts.Offsets[p.Partition] = p.Start
-		}
-	}
-	written, err := r.windowsAfter(ctx, ends)
-	if err != nil {
-		return err
-	}
-	c, err := log.NewConsumer(r.l, r.group, r.opts.Source, copts)
+	info, err := r.l.Topic(ctx, r.opts.Source)
 	if err != nil {
 		return fmt.Errorf("rollup: %w", err)
 	}
-	defer c.Close()
-
-	interval := r.opts.Interval.Milliseconds()
-	b := &batch{}
-	emit := func(w *window) {
-		key := w.Path + "|" + strconv.FormatInt(w.Start, 10)
-		delete(open, w.Path)
-		closed[w.Path] = w.Start
-		if written[key] {
-			delete(written, key)
-			return
-		}
-		rec := Record{Path: w.Path, Start: time.UnixMilli(w.Start).UTC(), End: time.UnixMilli(w.Start + interval).UTC(),
-			Interval: IntervalName(r.opts.Interval), Count: w.Count, Sum: w.Sum, Min: w.Min, Max: w.Max,
-			Avg: w.Sum / float64(w.Count), First: w.First, Last: w.Last, Unit: w.Unit}
-		v, err := json.Marshal(rec)
-		if err != nil {
-			b.fail(err)
-			return
-		}
-		assetKey := uns.AssetOf(w.Path)
-		if assetKey == "" {
-			assetKey = w.Path
-		}
-		b.produce(ctx, r.l, &log.Record{Topic: r.opts.Output, Key: []byte(assetKey), Value: v, Timestamp: rec.End,
-			Headers: []log.Header{{Key: headerWindow, Value: []byte(key)}, {Key: uns.HeaderContentType, Value: []byte("application/json")}}})
-		r.emitted.Add(1)
+	n := int32(len(info.Partitions))
+	// One state partition per source partition: a partition's state moves
+	// with it between nodes.
+	err = r.l.CreateTopic(ctx, r.stateTopic(), log.TopicConfig{Partitions: n, RetentionAge: -1, RetentionBytes: -1})
+	if err != nil && !errors.Is(err, log.ErrTopicExists) {
+		return fmt.Errorf("rollup: create %s: %w", r.stateTopic(), err)
 	}
+	if si, err := r.l.Topic(ctx, r.stateTopic()); err != nil {
+		return fmt.Errorf("rollup: %w", err)
+	} else if len(si.Partitions) != int(n) {
+		return fmt.Errorf("rollup: %s has %d partitions and %s %d; delete %s (the rollups then start over from the source)",
+			r.stateTopic(), len(si.Partitions), r.opts.Source, n, r.stateTopic())
+	}
+	st := &runState{r: r, nSource: n, parts: map[int32]*part{}, b: &batch{}, interval: r.opts.Interval.Milliseconds()}
 
-	lastCheckpoint, dirty := time.Now(), false
+	var src source
+	var commit func(context.Context) error
+	if r.opts.GroupConsumer != nil {
+		gc, err := r.opts.GroupConsumer(ctx, r.group, []string{r.opts.Source}, uns.GroupCallbacks{
+			OnAssigned: func(_ context.Context, ps map[string][]int32) {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				st.assigned = append(st.assigned, ps[r.opts.Source]...)
+			},
+			// Revoked partitions are checkpointed before the group commits
+			// their positions and the next owner starts.
+			OnRevoked: func(cctx context.Context, ps map[string][]int32) {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				for _, p := range ps[r.opts.Source] {
+					if err := st.checkpoint(cctx, p); err != nil {
+						r.log.Error("rollup: checkpoint of a revoked partition failed; its next owner re-reads from the previous one", "partition", p, "error", err)
+					}
+					delete(st.parts, p)
+				}
+			},
+			OnLost: func(_ context.Context, ps map[string][]int32) {
+				st.mu.Lock()
+				defer st.mu.Unlock()
+				for _, p := range ps[r.opts.Source] {
+					delete(st.parts, p)
+				}
+			},
+		})
+		if err != nil {
+			return fmt.Errorf("rollup: %w", err)
+		}
+		src, commit = gc, gc.Commit
+	} else {
+		offsets := map[int32]int64{}
+		for _, p := range info.Partitions {
+			ps, err := st.load(ctx, p.Partition)
+			if err != nil {
+				return err
+			}
+			offsets[p.Partition] = max(ps.position, p.Start)
+		}
+		c, err := log.NewConsumer(r.l, r.group, r.opts.Source, log.ConsumerOptions{Offsets: offsets})
+		if err != nil {
+			return fmt.Errorf("rollup: %w", err)
+		}
+		src, commit = c, c.Commit
+	}
+	defer src.Close()
+
+	lastCheckpoint := time.Now()
 	for {
 		// Wake up at least every second to close windows by the clock.
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		recs, err := c.Poll(pctx)
+		recs, err := src.Poll(pctx)
 		cancel()
 		if ctx.Err() != nil {
 			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if !dirty {
-				return nil
-			}
-			return r.checkpoint(fctx, c, open, closed)
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			return st.checkpointAll(fctx, commit)
 		}
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("rollup: %w", err)
 		}
-		wall := r.opts.Now()
-		for i := range recs {
-			rec := &recs[i]
-			dirty = true
-			p, perr := uns.ParsePointRecord(rec)
-			if perr != nil {
-				r.skipped.Add(1)
-				continue
-			}
-			v, ok := numeric(p)
-			if !ok {
-				r.skipped.Add(1)
-				continue
-			}
-			t := p.Time.UnixMilli()
-			start := t - ((t%interval)+interval)%interval
-			w := open[p.Path]
-			if w != nil && start > w.Start {
-				emit(w)
-				w = nil
-			}
-			if w != nil && start < w.Start {
-				r.late.Add(1)
-				continue
-			}
-			if c, ok := closed[p.Path]; w == nil && ok && start <= c {
-				r.late.Add(1) // its window was closed by the clock already
-				continue
-			}
-			if w == nil {
-				w = &window{Path: p.Path, Unit: p.Unit, Start: start, Min: v, Max: v, First: v, FirstTime: t, Last: v, LastTime: t}
-				open[p.Path] = w
-			}
-			w.seen = wall
-			w.Count++
-			w.Sum += v
-			w.Min, w.Max = math.Min(w.Min, v), math.Max(w.Max, v)
-			if t < w.FirstTime {
-				w.First, w.FirstTime = v, t
-			}
-			if t >= w.LastTime {
-				w.Last, w.LastTime = v, t
-			}
+		checkpoint := time.Since(lastCheckpoint) >= r.opts.CheckpointInterval
+		if err := st.batch(ctx, recs, checkpoint, commit); err != nil {
+			return err
 		}
-		// By the clock: a window whose end is Grace past and whose tag has
-		// been quiet for Grace. The second condition keeps a replay of old
-		// points (all far past their end) from closing windows between
-		// two polls.
-		now := r.opts.Now()
-		for _, w := range open {
-			if w.Start+interval+r.opts.Grace.Milliseconds() <= now.UnixMilli() && now.Sub(w.seen) >= r.opts.Grace {
-				emit(w)
-				dirty = true
-			}
-		}
-		r.open.Store(int64(len(open)))
-		if err := b.wait(); err != nil {
-			return fmt.Errorf("rollup: write %s: %w", r.opts.Output, err)
-		}
-		if dirty && time.Since(lastCheckpoint) >= r.opts.CheckpointInterval {
-			if err := r.checkpoint(ctx, c, open, closed); err != nil {
-				return err
-			}
-			lastCheckpoint, dirty = time.Now(), false
+		if checkpoint {
+			lastCheckpoint = time.Now()
 		}
 	}
 }
 
-// checkpoint writes the open windows with the consumer's positions and the
-// output's end offsets, deletes older checkpoints, and commits the
-// positions under the step's group (for lag reporting; the checkpoint is
-// what a restart resumes from).
-func (r *Rollup) checkpoint(ctx context.Context, c *log.Consumer, open map[string]*window, closed map[string]int64) error {
+// batch processes one Poll's records under mu.
+func (st *runState) batch(ctx context.Context, recs []log.Record, checkpoint bool, commit func(context.Context) error) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	assigned := st.assigned
+	st.assigned = nil
+	for _, p := range assigned {
+		if _, ok := st.parts[p]; ok {
+			continue
+		}
+		if _, err := st.load(ctx, p); err != nil {
+			return err
+		}
+	}
+	wall := st.r.opts.Now()
+	for i := range recs {
+		st.point(ctx, &recs[i], wall)
+	}
+	st.closeByClock(ctx)
+	if err := st.b.wait(); err != nil {
+		return fmt.Errorf("rollup: write %s: %w", st.r.opts.Output, err)
+	}
+	if checkpoint {
+		return st.checkpointAll(ctx, commit)
+	}
+	return nil
+}
+
+// load reads partition p's last checkpoint (if any) and the windows the
+// output holds after it for p's tags, and makes p owned.
+func (st *runState) load(ctx context.Context, p int32) (*part, error) {
+	r := st.r
+	ps := &part{windows: map[string]*window{}, closed: map[string]int64{}}
+	var carried []string
+	info, err := r.l.Topic(ctx, r.stateTopic())
+	if err != nil {
+		return nil, fmt.Errorf("rollup: %w", err)
+	}
+	var sp log.PartitionInfo
+	for _, pi := range info.Partitions {
+		if pi.Partition == p {
+			sp = pi
+		}
+	}
+	ends := map[int32]int64{}
+	if sp.End > sp.Start {
+		recs, err := r.l.Fetch(ctx, r.stateTopic(), p, sp.End-1, log.FetchOptions{MaxRecords: 1})
+		if err != nil || len(recs) == 0 {
+			return nil, fmt.Errorf("rollup: read checkpoint %s/%d: %v", r.stateTopic(), p, err)
+		}
+		var cp checkpoint
+		if err := json.Unmarshal(recs[0].Value, &cp); err != nil {
+			return nil, fmt.Errorf("rollup: checkpoint %s/%d/%d is unreadable (%v); delete the topic %s to start over from the source", r.stateTopic(), p, sp.End-1, err, r.stateTopic())
+		}
+		ps.position, ends = cp.Position, cp.OutputEnd
+		for _, w := range cp.Windows {
+			w.seen = r.opts.Now()
+			ps.windows[w.Path] = w
+		}
+		if cp.Closed != nil {
+			ps.closed = cp.Closed
+		}
+		carried = cp.Written
+	}
+	// Without a checkpoint the partition is read from its start, and
+	// anything in the output for its tags was written by a run that
+	// stopped before its first checkpoint: all of it is known.
+	if ps.written, err = r.windowsAfter(ctx, ends, func(path string) bool { return st.partitionOf(path) == p }); err != nil {
+		return nil, err
+	}
+	for _, k := range carried {
+		ps.written[k] = true
+	}
+	st.parts[p] = ps
+	r.log.Debug("rollup: partition loaded", "partition", p, "position", ps.position, "windows", len(ps.windows), "written", len(ps.written))
+	return ps, nil
+}
+
+// partitionOf is the source partition of a tag: that of its asset, the
+// key of uns.points.
+func (st *runState) partitionOf(path string) int32 {
+	key := uns.AssetOf(path)
+	if key == "" {
+		key = path
+	}
+	return log.PartitionForKey([]byte(key), st.nSource)
+}
+
+// point adds one source record.
+func (st *runState) point(ctx context.Context, rec *log.Record, wall time.Time) {
+	r := st.r
+	ps := st.parts[rec.Partition]
+	if ps != nil && rec.Offset > ps.position {
+		// Records this member never saw: another member processed them
+		// (a partition this member was given while its previous owner
+		// still held it) and checkpointed its state; take that state.
+		// A gap that remains is records deleted by retention.
+		if fresh, err := st.load(ctx, rec.Partition); err == nil {
+			ps = fresh
+		}
+		if rec.Offset > ps.position {
+			ps.position = rec.Offset
+		}
+	}
+	if ps == nil || rec.Offset < ps.position {
+		return // not owned (anymore), or already in the checkpoint
+	}
+	ps.position, ps.dirty = rec.Offset+1, true
+	p, err := uns.ParsePointRecord(rec)
+	if err != nil {
+		r.skipped.Add(1)
+		return
+	}
+	v, ok := numeric(p)
+	if !ok {
+		r.skipped.Add(1)
+		return
+	}
+	t := p.Time.UnixMilli()
+	start := t - ((t%st.interval)+st.interval)%st.interval
+	w := ps.windows[p.Path]
+	if w != nil && start > w.Start {
+		st.emit(ctx, ps, w)
+		w = nil
+	}
+	if w != nil && start < w.Start {
+		r.late.Add(1)
+		return
+	}
+	if c, ok := ps.closed[p.Path]; w == nil && ok && start <= c {
+		r.late.Add(1) // its window was closed by the clock already
+		return
+	}
+	if w == nil {
+		w = &window{Path: p.Path, Unit: p.Unit, Start: start, Min: v, Max: v, First: v, FirstTime: t, Last: v, LastTime: t}
+		ps.windows[p.Path] = w
+	}
+	w.seen = wall
+	w.Count++
+	w.Sum += v
+	w.Min, w.Max = math.Min(w.Min, v), math.Max(w.Max, v)
+	if t < w.FirstTime {
+		w.First, w.FirstTime = v, t
+	}
+	if t >= w.LastTime {
+		w.Last, w.LastTime = v, t
+	}
+}
+
+// closeByClock closes the windows whose end is Grace past and whose tag
+// has been quiet for Grace. The second condition keeps a replay of old
+// points (all far past their end) from closing windows between two polls.
+func (st *runState) closeByClock(ctx context.Context) {
+	now := st.r.opts.Now()
+	open := 0
+	for _, ps := range st.parts {
+		for _, w := range ps.windows {
+			if w.Start+st.interval+st.r.opts.Grace.Milliseconds() <= now.UnixMilli() && now.Sub(w.seen) >= st.r.opts.Grace {
+				st.emit(ctx, ps, w)
+				ps.dirty = true
+			}
+		}
+		open += len(ps.windows)
+	}
+	st.r.open.Store(int64(open))
+}
+
+// emit writes a closed window, unless the output has it already.
+func (st *runState) emit(ctx context.Context, ps *part, w *window) {
+	r := st.r
+	key := w.Path + "|" + strconv.FormatInt(w.Start, 10)
+	delete(ps.windows, w.Path)
+	ps.closed[w.Path] = w.Start
+	if ps.written[key] {
+		delete(ps.written, key)
+		return
+	}
+	rec := Record{Path: w.Path, Start: time.UnixMilli(w.Start).UTC(), End: time.UnixMilli(w.Start + st.interval).UTC(),
+		Interval: IntervalName(r.opts.Interval), Count: w.Count, Sum: w.Sum, Min: w.Min, Max: w.Max,
+		Avg: w.Sum / float64(w.Count), First: w.First, Last: w.Last, Unit: w.Unit}
+	v, err := json.Marshal(rec)
+	if err != nil {
+		st.b.fail(err)
+		return
+	}
+	assetKey := uns.AssetOf(w.Path)
+	if assetKey == "" {
+		assetKey = w.Path
+	}
+	st.b.produce(ctx, r.l, &log.Record{Topic: r.opts.Output, Key: []byte(assetKey), Value: v, Timestamp: rec.End,
+		Headers: []log.Header{{Key: headerWindow, Value: []byte(key)}, {Key: uns.HeaderContentType, Value: []byte("application/json")}}})
+	r.emitted.Add(1)
+}
+
+// checkpointAll checkpoints every owned partition that changed, then
+// commits the positions under the step's group (for lag reporting, and for
+// a group member the point where the partition's next owner starts; it
+// skips what the checkpoint holds).
+func (st *runState) checkpointAll(ctx context.Context, commit func(context.Context) error) error {
+	for p, ps := range st.parts {
+		if !ps.dirty {
+			continue
+		}
+		if err := st.checkpoint(ctx, p); err != nil {
+			return err
+		}
+	}
+	if err := commit(ctx); err != nil {
+		return fmt.Errorf("rollup: commit: %w", err)
+	}
+	return nil
+}
+
+// checkpoint writes partition p's state to state partition p and deletes
+// its older checkpoints.
+func (st *runState) checkpoint(ctx context.Context, p int32) error {
+	r := st.r
+	ps := st.parts[p]
+	if ps == nil {
+		return nil
+	}
 	if r.beforeCheckpoint != nil {
 		if err := r.beforeCheckpoint(); err != nil {
 			return err
@@ -358,53 +555,32 @@ func (r *Rollup) checkpoint(ctx context.Context, c *log.Consumer, open map[strin
 	if err != nil {
 		return fmt.Errorf("rollup: checkpoint: %w", err)
 	}
-	cp := checkpoint{Positions: c.Positions(), OutputEnd: map[int32]int64{}, Windows: make([]*window, 0, len(open)), Closed: closed}
-	for _, p := range info.Partitions {
-		cp.OutputEnd[p.Partition] = p.End
+	cp := checkpoint{Partition: p, Position: ps.position, OutputEnd: map[int32]int64{}, Windows: make([]*window, 0, len(ps.windows)), Closed: ps.closed}
+	for _, op := range info.Partitions {
+		cp.OutputEnd[op.Partition] = op.End
 	}
-	for _, w := range open {
+	for _, w := range ps.windows {
 		cp.Windows = append(cp.Windows, w)
+	}
+	for k := range ps.written {
+		cp.Written = append(cp.Written, k)
 	}
 	v, err := json.Marshal(cp)
 	if err != nil {
 		return fmt.Errorf("rollup: checkpoint: %w", err)
 	}
-	rec := &log.Record{Topic: r.stateTopic(), Value: v}
+	rec := &log.Record{Topic: r.stateTopic(), Partition: p, PartitionSet: true, Value: v}
 	if err := r.l.ProduceSync(ctx, rec); err != nil {
 		return fmt.Errorf("rollup: checkpoint: %w", err)
 	}
 	if rec.Offset > 0 {
-		if err := r.l.DeleteRecordsBefore(ctx, r.stateTopic(), 0, rec.Offset); err != nil {
+		if err := r.l.DeleteRecordsBefore(ctx, r.stateTopic(), p, rec.Offset); err != nil {
 			r.log.Warn("rollup: could not delete older checkpoints", "error", err)
 		}
 	}
-	for p, off := range cp.Positions {
-		if err := r.l.CommitOffset(ctx, r.group, r.opts.Source, p, off); err != nil {
-			return fmt.Errorf("rollup: commit: %w", err)
-		}
-	}
+	ps.dirty = false
+	r.log.Debug("rollup: checkpoint", "partition", p, "position", ps.position, "windows", len(ps.windows), "offset", rec.Offset)
 	return nil
-}
-
-// loadCheckpoint returns the last checkpoint, or nil if there is none.
-func (r *Rollup) loadCheckpoint(ctx context.Context) (*checkpoint, error) {
-	info, err := r.l.Topic(ctx, r.stateTopic())
-	if err != nil {
-		return nil, fmt.Errorf("rollup: %w", err)
-	}
-	p := info.Partitions[0]
-	if p.End == p.Start {
-		return nil, nil
-	}
-	recs, err := r.l.Fetch(ctx, r.stateTopic(), 0, p.End-1, log.FetchOptions{MaxRecords: 1})
-	if err != nil || len(recs) == 0 {
-		return nil, fmt.Errorf("rollup: read checkpoint: %v", err)
-	}
-	var cp checkpoint
-	if err := json.Unmarshal(recs[0].Value, &cp); err != nil {
-		return nil, fmt.Errorf("rollup: checkpoint %s/0/%d is unreadable (%v); delete the topic %s to start over from the source", r.stateTopic(), p.End-1, err, r.stateTopic())
-	}
-	return &cp, nil
 }
 
 // numeric is the value of a point that counts towards a rollup.
@@ -425,9 +601,10 @@ func numeric(p uns.Point) (float64, bool) {
 	return f, true
 }
 
-// windowsAfter returns the windows written to the output after the given
-// end offsets: by the run that stopped after its last checkpoint.
-func (r *Rollup) windowsAfter(ctx context.Context, ends map[int32]int64) (map[string]bool, error) {
+// windowsAfter returns the windows of the tags keep selects that the
+// output holds after the given end offsets: written by a run that stopped
+// after its last checkpoint.
+func (r *Rollup) windowsAfter(ctx context.Context, ends map[int32]int64, keep func(path string) bool) (map[string]bool, error) {
 	info, err := r.l.Topic(ctx, r.opts.Output)
 	if err != nil {
 		return nil, fmt.Errorf("rollup: %w", err)
@@ -448,7 +625,9 @@ func (r *Rollup) windowsAfter(ctx context.Context, ends map[int32]int64) (map[st
 			}
 			for _, rec := range recs {
 				if v, ok := rec.HeaderValue(headerWindow); ok {
-					done[string(v)] = true
+					if i := strings.LastIndexByte(string(v), '|'); i > 0 && keep(string(v[:i])) {
+						done[string(v)] = true
+					}
 				}
 				off = rec.Offset + 1
 			}
