@@ -219,7 +219,7 @@ func (c *Commander) Submit(ctx context.Context, req CommandRequest) (*log.Record
 		Headers: []log.Header{{Key: HeaderContentType, Value: contentTypeJSON}}}
 	err = c.l.ProduceSync(ctx, r)
 	if errors.Is(err, log.ErrUnknownTopic) { // before Run's first start
-		if err = c.l.CreateTopic(ctx, CommandsTopic, log.TopicConfig{}); err == nil || errors.Is(err, log.ErrTopicExists) {
+		if err = c.l.CreateTopic(ctx, CommandsTopic, log.TopicConfig{Partitions: 1}); err == nil || errors.Is(err, log.ErrTopicExists) {
 			err = c.l.ProduceSync(ctx, r)
 		}
 	}
@@ -266,8 +266,10 @@ func (c *Commander) remember(a AuditRecord) {
 
 // Run consumes until ctx is done (then it returns nil) or the log fails.
 func (c *Commander) Run(ctx context.Context) error {
-	for _, t := range []string{CommandsTopic, AuditTopic} {
-		if err := c.l.CreateTopic(ctx, t, log.TopicConfig{}); err != nil && !errors.Is(err, log.ErrTopicExists) {
+	// One partition for requests: they are few, one handler (one node, on
+	// a shared Kafka cluster) takes them all, in the order they came.
+	for t, parts := range map[string]int32{CommandsTopic: 1, AuditTopic: 0} {
+		if err := c.l.CreateTopic(ctx, t, log.TopicConfig{Partitions: parts}); err != nil && !errors.Is(err, log.ErrTopicExists) {
 			return fmt.Errorf("commands: create %s: %w", t, err)
 		}
 	}

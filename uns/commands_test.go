@@ -234,8 +234,8 @@ func TestCommanderNeverSendsTwice(t *testing.T) {
 	}
 	// Rewind the commander's offsets and its audit bookmark as if it had
 	// crashed after writing the audit record, before committing.
-	for _, topic := range []string{CommandsTopic, AuditTopic} {
-		for p := int32(0); p < 2; p++ {
+	for topic, parts := range map[string]int32{CommandsTopic: 1, AuditTopic: 2} {
+		for p := range parts {
 			if err := l.CommitOffset(ctx, CommanderGroup, topic, p, 0); err != nil {
 				t.Fatal(err)
 			}
