@@ -1,20 +1,14 @@
 package replicate
 
 import (
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sasl"
-	"github.com/twmb/franz-go/pkg/sasl/plain"
-	"github.com/twmb/franz-go/pkg/sasl/scram"
 
 	mlog "github.com/millstream/millstream/log"
 	"github.com/millstream/millstream/log/kafka"
@@ -327,7 +321,7 @@ func (r *Remote) clientOpts(suffix string) ([]kgo.Opt, error) {
 		kgo.DialTimeout(r.DialTimeout),
 	}
 	if r.TLS.Enabled {
-		cfg, err := tlsConfig(r.TLS)
+		cfg, err := r.TLS.Config()
 		if err != nil {
 			return nil, err
 		}
@@ -336,54 +330,11 @@ func (r *Remote) clientOpts(suffix string) ([]kgo.Opt, error) {
 		return nil, errors.New("replicate: remote TLS files are set but TLS is not enabled (set replicate.remote.tls.enabled: true)")
 	}
 	if r.SASL.Mechanism != "" {
-		m, err := saslMechanism(r.SASL)
+		m, err := r.SASL.SASLMechanism()
 		if err != nil {
 			return nil, err
 		}
 		opts = append(opts, kgo.SASL(m))
 	}
 	return opts, nil
-}
-
-// tlsConfig mirrors log/kafka's handling of the same options (unexported
-// there).
-func tlsConfig(t kafka.TLSOptions) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
-	if t.CAFile != "" {
-		pem, err := os.ReadFile(t.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("replicate: remote TLS CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("replicate: remote TLS CA file %s holds no PEM certificate", t.CAFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("replicate: remote TLS client certificate needs both cert_file and key_file")
-	}
-	if t.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
-		if err != nil {
-			return nil, fmt.Errorf("replicate: remote TLS client certificate %s / %s: %w", t.CertFile, t.KeyFile, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
-
-func saslMechanism(s kafka.SASLOptions) (sasl.Mechanism, error) {
-	if s.User == "" {
-		return nil, fmt.Errorf("replicate: remote SASL %s needs a user", s.Mechanism)
-	}
-	switch strings.ToUpper(s.Mechanism) {
-	case kafka.SASLPlain:
-		return plain.Auth{User: s.User, Pass: s.Password}.AsMechanism(), nil
-	case kafka.SASLScramSHA256:
-		return scram.Auth{User: s.User, Pass: s.Password}.AsSha256Mechanism(), nil
-	case kafka.SASLScramSHA512:
-		return scram.Auth{User: s.User, Pass: s.Password}.AsSha512Mechanism(), nil
-	}
-	return nil, fmt.Errorf("replicate: remote SASL mechanism %q unknown (use %s, %s or %s)", s.Mechanism, kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512)
 }

@@ -168,7 +168,7 @@ func (o *Options) clientOpts() ([]kgo.Opt, error) {
 		kgo.WithLogger(slogLogger{o.Logger}),
 	}
 	if o.TLS.Enabled {
-		cfg, err := o.TLS.config()
+		cfg, err := o.TLS.Config()
 		if err != nil {
 			return nil, err
 		}
@@ -177,7 +177,7 @@ func (o *Options) clientOpts() ([]kgo.Opt, error) {
 		return nil, errors.New("kafka log: TLS files are set but TLS is not enabled (set log.kafka.tls.enabled: true)")
 	}
 	if o.SASL.Mechanism != "" {
-		m, err := o.SASL.mechanism()
+		m, err := o.SASL.SASLMechanism()
 		if err != nil {
 			return nil, err
 		}
@@ -186,35 +186,38 @@ func (o *Options) clientOpts() ([]kgo.Opt, error) {
 	return opts, nil
 }
 
-func (t TLSOptions) config() (*tls.Config, error) {
+// Config builds the TLS client configuration (also used by the replicator
+// for its remote cluster).
+func (t TLSOptions) Config() (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
 	if t.CAFile != "" {
 		pem, err := os.ReadFile(t.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("kafka log: TLS CA file: %w", err)
+			return nil, fmt.Errorf("kafka TLS CA file: %w", err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("kafka log: TLS CA file %s holds no PEM certificate", t.CAFile)
+			return nil, fmt.Errorf("kafka TLS CA file %s holds no PEM certificate", t.CAFile)
 		}
 		cfg.RootCAs = pool
 	}
 	if (t.CertFile == "") != (t.KeyFile == "") {
-		return nil, errors.New("kafka log: TLS client certificate needs both cert_file and key_file")
+		return nil, errors.New("kafka TLS client certificate needs both cert_file and key_file")
 	}
 	if t.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("kafka log: TLS client certificate %s / %s: %w", t.CertFile, t.KeyFile, err)
+			return nil, fmt.Errorf("kafka TLS client certificate %s / %s: %w", t.CertFile, t.KeyFile, err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return cfg, nil
 }
 
-func (s SASLOptions) mechanism() (sasl.Mechanism, error) {
+// SASLMechanism builds the SASL mechanism (also used by the replicator).
+func (s SASLOptions) SASLMechanism() (sasl.Mechanism, error) {
 	if s.User == "" {
-		return nil, fmt.Errorf("kafka log: SASL %s needs a user", s.Mechanism)
+		return nil, fmt.Errorf("kafka SASL %s needs a user", s.Mechanism)
 	}
 	switch strings.ToUpper(s.Mechanism) {
 	case SASLPlain:
@@ -224,7 +227,7 @@ func (s SASLOptions) mechanism() (sasl.Mechanism, error) {
 	case SASLScramSHA512:
 		return scram.Auth{User: s.User, Pass: s.Password}.AsSha512Mechanism(), nil
 	}
-	return nil, fmt.Errorf("kafka log: SASL mechanism %q unknown (use %s, %s or %s)", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
+	return nil, fmt.Errorf("kafka SASL mechanism %q unknown (use %s, %s or %s)", s.Mechanism, SASLPlain, SASLScramSHA256, SASLScramSHA512)
 }
 
 // slogLogger adapts slog to franz-go's logger. Only warnings and errors are
