@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"runtime/debug"
 	"syscall"
@@ -13,7 +14,17 @@ import (
 	"github.com/millstream/millstream/node"
 )
 
+// gcPercent is the garbage collector's target for `millstream run` unless
+// GOGC says otherwise. The server's live heap is small (tens of MB) and its
+// garbage is per message: collecting at 5× the live heap instead of 2×
+// costs little memory and cut broker CPU per QoS 1 message by a fifth
+// (42 to 33 µs, 8 publishers; docs/benchmarks.md).
+const gcPercent = 400
+
 func cmdRun(args []string, stderr io.Writer) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	fs := newFlagSet("run", stderr)
 	cfgFile := fs.String("config", "", "YAML configuration file (default: built-in defaults)")
 	dataDir := fs.String("data-dir", "", "directory for the log and derived state (overrides data_dir)")
