@@ -340,13 +340,20 @@ func TestBadConfigIsRejectedWithLine(t *testing.T) {
 // from the start).
 func points(t *testing.T, s *server) []mlog.Record {
 	t.Helper()
-	resp, err := http.Get(s.http + "/api/v1/topics/uns.points/records?limit=10000")
+	return topicRecords(t, s, "uns.points")
+}
+
+// topicRecords reads up to 10,000 records of a topic through the server's
+// replay API (none if the topic does not exist yet).
+func topicRecords(t *testing.T, s *server, topic string) []mlog.Record {
+	t.Helper()
+	resp, err := http.Get(s.http + "/api/v1/topics/" + topic + "/records?limit=10000")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound {
-		return nil // the normaliser has not created the topic yet
+		return nil
 	}
 	var body struct {
 		Records []json.RawMessage `json:"records"`
@@ -549,31 +556,7 @@ pipeline:
 			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 		}
 	}
-	remote := func(topic string) []mlog.Record {
-		resp, err := http.Get(cloud.http + "/api/v1/topics/" + topic + "/records?limit=1000")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode == http.StatusNotFound {
-			return nil
-		}
-		var body struct {
-			Records []json.RawMessage `json:"records"`
-		}
-		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-			t.Fatal(err)
-		}
-		var recs []mlog.Record
-		for _, raw := range body.Records {
-			r, err := mlog.ParseRecordJSON(raw)
-			if err != nil {
-				t.Fatal(err)
-			}
-			recs = append(recs, r)
-		}
-		return recs
-	}
+	remote := func(topic string) []mlog.Record { return topicRecords(t, cloud, topic) }
 	deadline := time.Now().Add(30 * time.Second)
 	var got []mlog.Record
 	for len(got) == 0 && time.Now().Before(deadline) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -15,8 +14,6 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
-
-	mlog "github.com/millstream/millstream/log"
 )
 
 // wanProxy is the WAN link between a plant and the cloud: a TCP proxy the
@@ -211,26 +208,8 @@ type record struct{ key, value string }
 // records keep their order).
 func cloudRecords(t *testing.T, s *server, topic string) []record {
 	t.Helper()
-	resp, err := http.Get(s.http + "/api/v1/topics/" + topic + "/records?limit=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		return nil
-	}
-	var body struct {
-		Records []json.RawMessage `json:"records"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		t.Fatal(err)
-	}
 	var out []record
-	for _, raw := range body.Records {
-		r, err := mlog.ParseRecordJSON(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, r := range topicRecords(t, s, topic) {
 		out = append(out, record{string(r.Key), string(r.Value)})
 	}
 	return out
