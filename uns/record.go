@@ -1,12 +1,14 @@
 package uns
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/millstream/millstream/log"
 )
@@ -93,8 +95,185 @@ type pointJSON struct {
 	Source  string          `json:"source"`
 }
 
-// ParsePointJSON reads what AppendPointJSON writes.
+// ParsePointJSON reads what AppendPointJSON writes. Records in exactly that
+// layout (every record Millstream writes) take a fast path that does not go
+// through encoding/json, the historian's and the tree's main cost when they
+// read uns.points; anything else is parsed in full.
 func ParsePointJSON(b []byte) (Point, error) {
+	if p, ok := parsePointJSONFast(b); ok {
+		return p, nil
+	}
+	return parsePointJSONSlow(b)
+}
+
+// parsePointJSONFast parses the exact layout of AppendPointJSON, with
+// strings free of escapes. ok is false for anything else (the caller then
+// parses in full, so the result never differs).
+func parsePointJSONFast(b []byte) (p Point, ok bool) {
+	str := func(key string) (string, bool) {
+		if !bytes.HasPrefix(b, []byte(key)) {
+			return "", false
+		}
+		b = b[len(key):]
+		i := bytes.IndexByte(b, '"')
+		if i < 0 {
+			return "", false
+		}
+		v := b[:i]
+		if bytes.IndexByte(v, '\\') >= 0 || !utf8.Valid(v) || hasControl(v) {
+			return "", false
+		}
+		b = b[i+1:]
+		return string(v), true
+	}
+	var typ, qual, unit string
+	if p.Path, ok = str(`{"path":"`); !ok {
+		return p, false
+	}
+	ts, ok := str(`,"time":"`)
+	if !ok || p.Time.UnmarshalText([]byte(ts)) != nil {
+		return p, false
+	}
+	if typ, ok = str(`,"type":"`); !ok || !bytes.HasPrefix(b, []byte(`,"value":`)) {
+		return p, false
+	}
+	b = b[len(`,"value":`):]
+	end := bytes.Index(b, []byte(`,"quality":"`))
+	if end < 0 {
+		return p, false
+	}
+	raw := b[:end]
+	b = b[end:]
+	if qual, ok = str(`,"quality":"`); !ok {
+		return p, false
+	}
+	q, err := ParseQuality(qual)
+	if err != nil || qual != q.String() {
+		return p, false
+	}
+	p.Quality = q
+	if bytes.HasPrefix(b, []byte(`,"unit":"`)) {
+		if unit, ok = str(`,"unit":"`); !ok {
+			return p, false
+		}
+		p.Unit = unit
+	}
+	if p.Source, ok = str(`,"source":"`); !ok || string(b) != "}" {
+		return p, false
+	}
+	quoted := func() (string, bool) {
+		if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+			return "", false
+		}
+		v := raw[1 : len(raw)-1]
+		if bytes.IndexByte(v, '"') >= 0 || bytes.IndexByte(v, '\\') >= 0 || !utf8.Valid(v) || hasControl(v) {
+			return "", false
+		}
+		return string(v), true
+	}
+	switch typ {
+	case "null":
+		return p, string(raw) == "null"
+	case "float":
+		switch string(raw) {
+		case `"NaN"`:
+			p.Value = FloatValue(math.NaN())
+			return p, true
+		case `"+Inf"`:
+			p.Value = FloatValue(math.Inf(1))
+			return p, true
+		case `"-Inf"`:
+			p.Value = FloatValue(math.Inf(-1))
+			return p, true
+		}
+		if !jsonNumber(raw) {
+			return p, false
+		}
+		f, err := strconv.ParseFloat(string(raw), 64)
+		p.Value = FloatValue(f)
+		return p, err == nil
+	case "int":
+		i, err := strconv.ParseInt(string(raw), 10, 64)
+		p.Value = IntValue(i)
+		return p, err == nil && jsonNumber(raw)
+	case "uint":
+		u, err := strconv.ParseUint(string(raw), 10, 64)
+		p.Value = UintValue(u)
+		return p, err == nil && jsonNumber(raw)
+	case "bool":
+		switch string(raw) {
+		case "true":
+			p.Value = BoolValue(true)
+			return p, true
+		case "false":
+			p.Value = BoolValue(false)
+			return p, true
+		}
+	case "string":
+		v, ok := quoted()
+		p.Value = StringValue(v)
+		return p, ok
+	case "bytes":
+		v, ok := quoted()
+		if !ok {
+			return p, false
+		}
+		by, err := base64.StdEncoding.DecodeString(v)
+		p.Value = BytesValue(by)
+		return p, err == nil
+	}
+	return p, false
+}
+
+// hasControl reports whether b holds a byte JSON strings may not hold raw.
+func hasControl(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 {
+			return true
+		}
+	}
+	return false
+}
+
+// jsonNumber reports whether b is a JSON number: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?
+func jsonNumber(b []byte) bool {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	if i < len(b) && b[i] == '0' {
+		i++
+	} else if digits() == 0 {
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(b)
+}
+
+// parsePointJSONSlow parses a point in any JSON layout.
+func parsePointJSONSlow(b []byte) (Point, error) {
 	var j pointJSON
 	if err := json.Unmarshal(b, &j); err != nil {
 		return Point{}, fmt.Errorf("point JSON: %w", err)

@@ -57,7 +57,60 @@ func FuzzPointJSON(f *testing.F) {
 		if kind%7 != 5 && !got.Value.Equal(p.Value) { // strings may have had invalid UTF-8 replaced
 			t.Fatalf("value %v != %v", got.Value, p.Value)
 		}
+		// The fast path agrees with the full parser wherever it answers.
+		for _, in := range [][]byte{b, by, []byte(s)} {
+			fp, ok := parsePointJSONFast(in)
+			if !ok {
+				continue
+			}
+			sp, err := parsePointJSONSlow(in)
+			if err != nil {
+				t.Fatalf("fast path accepted %q, the full parser refuses it: %v", in, err)
+			}
+			if fp.Path != sp.Path || !fp.Time.Equal(sp.Time) || !samePointValue(fp.Value, sp.Value) || fp.Quality != sp.Quality || fp.Unit != sp.Unit || fp.Source != sp.Source {
+				t.Fatalf("%q: fast %+v, full %+v", in, fp, sp)
+			}
+		}
 		// Arbitrary bytes never panic the parser.
 		_, _ = ParsePointJSON(by)
+	})
+}
+
+func samePointValue(a, b Value) bool {
+	if af, ok := a.Float(); ok && a.Kind() == Float && math.IsNaN(af) {
+		bf, _ := b.Float()
+		return b.Kind() == Float && math.IsNaN(bf)
+	}
+	return a.Equal(b)
+}
+
+// The records Millstream writes take the fast path.
+func TestPointJSONFastPath(t *testing.T) {
+	p := Point{Path: "acme/p1/press7/temp", Time: time.Date(2026, 11, 23, 8, 0, 0, 123e6, time.UTC), Value: FloatValue(21.5), Quality: Good, Unit: "°C", Source: "mqtt:acme/p1/press7"}
+	for _, v := range []Value{{}, FloatValue(21.5), FloatValue(math.NaN()), IntValue(-3), UintValue(7), BoolValue(true), StringValue("RUN"), BytesValue([]byte{1, 2})} {
+		p.Value = v
+		if _, ok := parsePointJSONFast(AppendPointJSON(nil, &p)); !ok {
+			t.Errorf("%s: not on the fast path", AppendPointJSON(nil, &p))
+		}
+	}
+}
+
+func BenchmarkParsePointJSON(b *testing.B) {
+	p := Point{Path: "Plant1/Edge3/Filler2/Line/Temperature", Time: time.Date(2026, 11, 23, 8, 0, 0, 123e6, time.UTC),
+		Value: FloatValue(21.57), Quality: Good, Unit: "degC", Source: "spb:Plant1/Edge3/Filler2"}
+	in := AppendPointJSON(nil, &p)
+	b.Run("fast", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := ParsePointJSON(in); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("full", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := parsePointJSONSlow(in); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }
