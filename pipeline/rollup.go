@@ -34,6 +34,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -41,7 +42,6 @@ import (
 	"log/slog"
 	"math"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -213,7 +213,7 @@ type runState struct {
 	r        *Rollup
 	nSource  int32
 	parts    map[int32]*part
-	b        *batch
+	b        *log.Batch
 	interval int64
 
 	// mu is held while a batch is processed and by the group callbacks,
@@ -247,7 +247,7 @@ func (r *Rollup) Run(ctx context.Context) error {
 		return fmt.Errorf("rollup: %s has %d partitions and %s %d; delete %s (the rollups then start over from the source)",
 			r.stateTopic(), len(si.Partitions), r.opts.Source, n, r.stateTopic())
 	}
-	st := &runState{r: r, nSource: n, parts: map[int32]*part{}, b: &batch{}, interval: r.opts.Interval.Milliseconds()}
+	st := &runState{r: r, nSource: n, parts: map[int32]*part{}, b: log.NewBatch(), interval: r.opts.Interval.Milliseconds()}
 
 	var src source
 	var commit func(context.Context) error
@@ -344,7 +344,7 @@ func (st *runState) batch(ctx context.Context, recs []log.Record, checkpoint boo
 		st.point(ctx, &recs[i], wall)
 	}
 	st.closeByClock(ctx)
-	if err := st.b.wait(); err != nil {
+	if err := st.b.Wait(); err != nil {
 		return fmt.Errorf("rollup: write %s: %w", st.r.opts.Output, err)
 	}
 	if checkpoint {
@@ -507,14 +507,14 @@ func (st *runState) emit(ctx context.Context, ps *part, w *window) {
 		Avg: w.Sum / float64(w.Count), First: w.First, Last: w.Last, Unit: w.Unit}
 	v, err := json.Marshal(rec)
 	if err != nil {
-		st.b.fail(err)
+		st.b.Fail(err)
 		return
 	}
 	assetKey := uns.AssetOf(w.Path)
 	if assetKey == "" {
 		assetKey = w.Path
 	}
-	st.b.produce(ctx, r.l, &log.Record{Topic: r.opts.Output, Key: []byte(assetKey), Value: v, Timestamp: rec.End,
+	st.b.Produce(ctx, r.l, &log.Record{Topic: r.opts.Output, Key: []byte(assetKey), Value: v, Timestamp: rec.End,
 		Headers: []log.Header{{Key: headerWindow, Value: []byte(key)}, {Key: uns.HeaderContentType, Value: []byte("application/json")}}})
 	r.emitted.Add(1)
 }
@@ -605,67 +605,14 @@ func numeric(p uns.Point) (float64, bool) {
 // output holds after the given end offsets: written by a run that stopped
 // after its last checkpoint.
 func (r *Rollup) windowsAfter(ctx context.Context, ends map[int32]int64, keep func(path string) bool) (map[string]bool, error) {
-	info, err := r.l.Topic(ctx, r.opts.Output)
+	done, err := log.HeaderValues(ctx, r.l, r.opts.Output, headerWindow, ends, func(v []byte) bool {
+		i := bytes.LastIndexByte(v, '|')
+		return i > 0 && keep(string(v[:i]))
+	})
 	if err != nil {
 		return nil, fmt.Errorf("rollup: %w", err)
 	}
-	done := map[string]bool{}
-	for _, p := range info.Partitions {
-		off, ok := ends[p.Partition]
-		if !ok {
-			off = p.Start
-		}
-		for off < p.End {
-			recs, err := r.l.Fetch(ctx, r.opts.Output, p.Partition, max(off, p.Start), log.FetchOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("rollup: read %s/%d: %w", r.opts.Output, p.Partition, err)
-			}
-			if len(recs) == 0 {
-				break
-			}
-			for _, rec := range recs {
-				if v, ok := rec.HeaderValue(headerWindow); ok {
-					if i := strings.LastIndexByte(string(v), '|'); i > 0 && keep(string(v[:i])) {
-						done[string(v)] = true
-					}
-				}
-				off = rec.Offset + 1
-			}
-		}
-	}
 	return done, nil
-}
-
-// batch collects the appends of one poll and waits for all of them.
-type batch struct {
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	errs []error
-}
-
-func (b *batch) produce(ctx context.Context, l log.Log, rec *log.Record) {
-	b.wg.Add(1)
-	l.Produce(ctx, rec, func(_ *log.Record, err error) {
-		if err != nil {
-			b.fail(err)
-		}
-		b.wg.Done()
-	})
-}
-
-func (b *batch) fail(err error) {
-	b.mu.Lock()
-	b.errs = append(b.errs, err)
-	b.mu.Unlock()
-}
-
-func (b *batch) wait() error {
-	b.wg.Wait()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	err := errors.Join(b.errs...)
-	b.errs = nil
-	return err
 }
 
 var rollupDescs = [...]*prometheus.Desc{

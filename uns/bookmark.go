@@ -49,40 +49,7 @@ func sourcesAfterBookmark(ctx context.Context, l log.Log, group, topic, header s
 		}
 		from[p.Partition] = off
 	}
-	return scanSources(ctx, l, topic, header, from, nil)
-}
-
-// scanSources returns the values of header that keep accepts (all if keep
-// is nil) on the records of topic from the given offset of each partition
-// (the partition's start if missing) to its end.
-func scanSources(ctx context.Context, l log.Log, topic, header string, from map[int32]int64, keep func([]byte) bool) (map[string]bool, error) {
-	info, err := l.Topic(ctx, topic)
-	if err != nil {
-		return nil, err
-	}
-	done := map[string]bool{}
-	for _, p := range info.Partitions {
-		off, ok := from[p.Partition]
-		if !ok {
-			off = p.Start
-		}
-		for off < p.End {
-			recs, err := l.Fetch(ctx, topic, p.Partition, max(off, p.Start), log.FetchOptions{})
-			if err != nil {
-				return nil, fmt.Errorf("read %s/%d: %w", topic, p.Partition, err)
-			}
-			if len(recs) == 0 {
-				break
-			}
-			for _, r := range recs {
-				if v, ok := r.HeaderValue(header); ok && (keep == nil || keep(v)) {
-					done[string(v)] = true
-				}
-				off = r.Offset + 1
-			}
-		}
-	}
-	return done, nil
+	return log.HeaderValues(ctx, l, topic, header, from, nil)
 }
 
 // parseSource reads "<partition>:<offset>:..." (HeaderSource).

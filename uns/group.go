@@ -372,7 +372,7 @@ func (g *groupRun) load(ctx context.Context, w *writer, ps []int32) error {
 		}
 		starts[pp.Partition] = start
 	}
-	found, err := scanSources(ctx, n.l, PointsTopic, HeaderSource, starts, func(src []byte) bool {
+	found, err := log.HeaderValues(ctx, n.l, PointsTopic, HeaderSource, starts, func(src []byte) bool {
 		p, o, ok := parseSource(src)
 		f, mine := from[p]
 		return ok && mine && o >= f

@@ -260,7 +260,7 @@ type writer struct {
 	// added, so a record must not be copied by a growing slice.
 	recs    [][]log.Record
 	recsLen int
-	b       *batch
+	b       *log.Batch
 	proto   bool
 	ct      []byte
 
@@ -280,7 +280,7 @@ type writer struct {
 }
 
 func (n *Normalizer) newWriter() *writer {
-	w := &writer{b: newBatch(), ct: contentTypeJSON, seen: map[int32]int64{}}
+	w := &writer{b: log.NewBatch(), ct: contentTypeJSON, seen: map[int32]int64{}}
 	if n.opts.Format == FormatProtobuf {
 		w.proto, w.ct = true, contentTypeProto
 	}
@@ -377,12 +377,12 @@ func (n *Normalizer) normalize(ctx context.Context, w *writer, recs []log.Record
 				Value:     mem[: vend-start : vend-start],
 				Headers:   hdrs[len(hdrs)-2 : len(hdrs) : len(hdrs)],
 			}
-			b.produce(ctx, n.l, rec)
+			b.Produce(ctx, n.l, rec)
 			n.m.points.Add(1)
 		}
 	}
 	w.pts, w.written, w.arena, w.hdrs = pts, written, arena, hdrs
-	if err := b.wait(); err != nil {
+	if err := b.Wait(); err != nil {
 		return fmt.Errorf("uns normaliser: write: %w", err)
 	}
 	if n.opts.Tree != nil {
@@ -448,52 +448,13 @@ func passed(seen, pending map[int32]int64) bool {
 	return true
 }
 
-// batch collects the appends of one poll and waits for all of them. It is
-// reused poll after poll; its promise is bound once, so that an append
-// costs no closure.
-type batch struct {
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	errs    []error
-	promise func(*log.Record, error)
-}
-
-func newBatch() *batch {
-	b := &batch{}
-	b.promise = b.done
-	return b
-}
-
-func (b *batch) done(_ *log.Record, err error) {
-	if err != nil {
-		b.mu.Lock()
-		b.errs = append(b.errs, err)
-		b.mu.Unlock()
-	}
-	b.wg.Done()
-}
-
-func (b *batch) produce(ctx context.Context, l log.Log, r *log.Record) {
-	b.wg.Add(1)
-	l.Produce(ctx, r, b.promise)
-}
-
-// wait returns once every append of the batch is reported, and readies the
-// batch for the next poll.
-func (b *batch) wait() error {
-	b.wg.Wait()
-	err := errors.Join(b.errs...)
-	b.errs = b.errs[:0]
-	return err
-}
-
-func (n *Normalizer) deadLetter(ctx context.Context, b *batch, r *log.Record, reason error) {
+func (n *Normalizer) deadLetter(ctx context.Context, b *log.Batch, r *log.Record, reason error) {
 	n.m.deadletters.Add(1)
 	hs := append([]log.Header{
 		{Key: HeaderReason, Value: []byte(reason.Error())},
 		{Key: HeaderOrigin, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))},
 	}, r.Headers...)
-	b.produce(ctx, n.l, &log.Record{Topic: DeadLetterTopic, Timestamp: r.Timestamp, Key: r.Key, Value: r.Value, Headers: hs})
+	b.Produce(ctx, n.l, &log.Record{Topic: DeadLetterTopic, Timestamp: r.Timestamp, Key: r.Key, Value: r.Value, Headers: hs})
 }
 
 // bookmark commits the current end offsets of uns.points under the

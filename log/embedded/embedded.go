@@ -479,26 +479,7 @@ func (l *Log) Produce(ctx context.Context, r *mlog.Record, promise func(*mlog.Re
 
 // ProduceSync implements log.Log.
 func (l *Log) ProduceSync(ctx context.Context, rs ...*mlog.Record) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	wg.Add(len(rs))
-	for _, r := range rs {
-		l.Produce(ctx, r, func(_ *mlog.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	return first
+	return mlog.ProduceAll(ctx, l.Produce, rs...)
 }
 
 // acquire reserves n bytes of the produce buffer, blocking while it is full.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -130,24 +129,5 @@ func (l *Log) Produce(ctx context.Context, r *mlog.Record, promise func(*mlog.Re
 // one failed. It waits for every promise even when one fails early, so rs
 // are not written to after it returns.
 func (l *Log) ProduceSync(ctx context.Context, rs ...*mlog.Record) error {
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	wg.Add(len(rs))
-	for _, r := range rs {
-		l.Produce(ctx, r, func(_ *mlog.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	return first
+	return mlog.ProduceAll(ctx, l.Produce, rs...)
 }
