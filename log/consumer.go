@@ -212,21 +212,24 @@ func (c *Consumer) advance(f fetched) {
 // record Poll returned.
 func (c *Consumer) Commit(ctx context.Context) error {
 	c.mu.Lock()
-	todo := map[int32]int64{}
+	var todo []TopicPartitionOffset
 	for p, off := range c.pos {
 		if cur, ok := c.committed[p]; !ok || cur != off {
-			todo[p] = off
+			todo = append(todo, TopicPartitionOffset{Topic: c.topic, Partition: p, Offset: off})
 		}
 	}
 	c.mu.Unlock()
-	for p, off := range todo {
-		if err := c.l.CommitOffset(ctx, c.group, c.topic, p, off); err != nil {
-			return fmt.Errorf("consumer %s: commit %s/%d at %d: %w", c.group, c.topic, p, off, err)
-		}
-		c.mu.Lock()
-		c.committed[p] = off
-		c.mu.Unlock()
+	if len(todo) == 0 {
+		return nil
 	}
+	if err := CommitOffsets(ctx, c.l, c.group, todo); err != nil {
+		return fmt.Errorf("consumer %s: commit %s: %w", c.group, c.topic, err)
+	}
+	c.mu.Lock()
+	for _, o := range todo {
+		c.committed[o.Partition] = o.Offset
+	}
+	c.mu.Unlock()
 	return nil
 }
 

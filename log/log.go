@@ -169,6 +169,27 @@ type Log interface {
 	Close() error
 }
 
+// OffsetsCommitter is implemented by logs that commit several offsets of
+// one group in one durable write (both of Millstream's backends). Call
+// CommitOffsets rather than asserting it.
+type OffsetsCommitter interface {
+	CommitOffsets(ctx context.Context, group string, offsets []TopicPartitionOffset) error
+}
+
+// CommitOffsets durably commits offsets of group: in one write where l is an
+// OffsetsCommitter, else one CommitOffset at a time.
+func CommitOffsets(ctx context.Context, l Log, group string, offsets []TopicPartitionOffset) error {
+	if oc, ok := l.(OffsetsCommitter); ok {
+		return oc.CommitOffsets(ctx, group, offsets)
+	}
+	for _, o := range offsets {
+		if err := l.CommitOffset(ctx, group, o.Topic, o.Partition, o.Offset); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Errors shared by all implementations. Implementations wrap them with context;
 // test with errors.Is.
 var (

@@ -23,10 +23,12 @@ func commitBookmark(ctx context.Context, l log.Log, group, topic string) error {
 	if err != nil {
 		return fmt.Errorf("bookmark %s: %w", topic, err)
 	}
-	for _, p := range info.Partitions {
-		if err := l.CommitOffset(ctx, group, topic, p.Partition, p.End); err != nil {
-			return fmt.Errorf("bookmark %s: %w", topic, err)
-		}
+	offs := make([]log.TopicPartitionOffset, len(info.Partitions))
+	for i, p := range info.Partitions {
+		offs[i] = log.TopicPartitionOffset{Topic: topic, Partition: p.Partition, Offset: p.End}
+	}
+	if err := log.CommitOffsets(ctx, l, group, offs); err != nil {
+		return fmt.Errorf("bookmark %s: %w", topic, err)
 	}
 	return nil
 }

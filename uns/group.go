@@ -521,17 +521,15 @@ func (g *groupRun) bookmark(ctx context.Context) error {
 		if slices.Equal(g.bookmarked[p], ends) {
 			continue // nothing written since: the bookmark stands
 		}
-		ok := true
+		offs := make([]log.TopicPartitionOffset, len(ends))
 		for i, end := range ends {
-			if err := n.l.CommitOffset(ctx, BookmarkGroup(p), PointsTopic, info.Partitions[i].Partition, end); err != nil {
-				errs = append(errs, err)
-				ok = false
-				break
-			}
+			offs[i] = log.TopicPartitionOffset{Topic: PointsTopic, Partition: info.Partitions[i].Partition, Offset: end}
 		}
-		if ok {
-			g.bookmarked[p] = ends
+		if err := log.CommitOffsets(ctx, n.l, BookmarkGroup(p), offs); err != nil {
+			errs = append(errs, err)
+			continue
 		}
+		g.bookmarked[p] = ends
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("uns normaliser: bookmark: %w", err)

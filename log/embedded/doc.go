@@ -4,7 +4,8 @@
 // # Files
 //
 //	<dir>/LOCK                                 flock'ed while open; holds the owner's pid
-//	<dir>/consumer-offsets.json                committed offsets of every group
+//	<dir>/consumer-offsets.json                snapshot of the committed offsets of every group
+//	<dir>/consumer-offsets.journal             commits since the snapshot (see offsets.go)
 //	<dir>/topics/<topic>/topic.json            partitions and retention
 //	<dir>/topics/<topic>/<p>/start-offset      log start offset set by DeleteRecordsBefore
 //	<dir>/topics/<topic>/<p>/<base>.log        segment: record batches from offset <base>
@@ -14,7 +15,11 @@
 // <base> is the segment's first offset, zero-padded to 20 digits so names
 // sort by offset. Small metadata files (topic.json, start-offset,
 // consumer-offsets.json, indexes) are written atomically: temp file, fsync,
-// rename, fsync of the directory. A topic is built in a staging directory
+// rename, fsync of the directory. Offset commits are appended to the
+// journal, one CRC-framed entry per commit and one fdatasync shared by the
+// commits that arrive together; the journal is folded into the snapshot
+// when it passes 1 MiB and at Close, and a torn journal tail (a commit never
+// acknowledged) is truncated at Open. A topic is built in a staging directory
 // and renamed into place, so a crash never leaves half a topic.
 //
 // # Segments and framing

@@ -404,20 +404,32 @@ func (l *Log) describe(ctx context.Context, tds kadm.TopicDetails) ([]mlog.Topic
 // Kafka rejects it while the group has live members (a GroupConsumer);
 // those commit through the GroupConsumer.
 func (l *Log) CommitOffset(ctx context.Context, group, topic string, partition int32, offset int64) error {
+	return l.CommitOffsets(ctx, group, []mlog.TopicPartitionOffset{{Topic: topic, Partition: partition, Offset: offset}})
+}
+
+// CommitOffsets implements log.OffsetsCommitter: one OffsetCommit request
+// for all of offsets.
+func (l *Log) CommitOffsets(ctx context.Context, group string, offsets []mlog.TopicPartitionOffset) error {
 	if err := l.checkOpen("commit offset"); err != nil {
 		return err
 	}
-	if _, err := l.checkPartition(ctx, topic, partition); err != nil {
-		return fmt.Errorf("kafka log: commit %s %s/%d: %w", group, topic, partition, err)
-	}
 	var os kadm.Offsets
-	os.AddOffset(topic, partition, offset, -1)
+	for _, o := range offsets {
+		if _, err := l.checkPartition(ctx, o.Topic, o.Partition); err != nil {
+			return fmt.Errorf("kafka log: commit %s %s/%d: %w", group, o.Topic, o.Partition, err)
+		}
+		os.AddOffset(o.Topic, o.Partition, o.Offset, -1)
+	}
+	if len(offsets) == 0 {
+		return nil
+	}
 	resps, err := l.adm.CommitOffsets(ctx, group, os)
 	if err == nil {
 		err = resps.Error()
 	}
 	if err != nil {
-		return fmt.Errorf("kafka log: commit %s %s/%d at %d: %w", group, topic, partition, offset, mapErr(err))
+		o := offsets[0]
+		return fmt.Errorf("kafka log: commit %s %s/%d at %d (%d offsets): %w", group, o.Topic, o.Partition, o.Offset, len(offsets), mapErr(err))
 	}
 	return nil
 }
