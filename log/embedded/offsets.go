@@ -109,7 +109,8 @@ func openOffsets(dir string, logger *slog.Logger) (*offsetStore, error) {
 	if valid < int64(len(j)) {
 		logger.Warn("embedded log: consumer offsets journal has a torn or corrupt tail (a commit that was never acknowledged); truncated",
 			"file", path, "at", valid, "bytes_truncated", int64(len(j))-valid)
-		if err := f.Truncate(valid); err == nil {
+		err := f.Truncate(valid)
+		if err == nil {
 			err = f.Sync()
 		}
 		if err != nil {
