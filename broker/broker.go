@@ -171,7 +171,7 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 
 	b.srv = mqtt.New(&mqtt.Options{
 		Capabilities:           caps,
-		Logger:                 b.logger,
+		Logger:                 slog.New(newQuietHandler(b.logger.Handler(), 10*time.Second)),
 		SysTopicResendInterval: 10,
 		InlineClient:           true, // Publish
 	})
@@ -187,6 +187,7 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 		}
 	}
 	b.metrics.inflight = func() float64 { return float64(atomic.LoadInt64(&b.srv.Info.Inflight)) }
+	b.metrics.queueDropped = func() uint64 { return uint64(atomic.LoadInt64(&b.srv.Info.InflightDropped)) }
 	b.metrics.stateLive = func() (float64, float64) {
 		return float64(b.state.nSess.Load()), float64(b.state.nRet.Load())
 	}

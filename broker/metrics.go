@@ -42,10 +42,13 @@ type metrics struct {
 	listeners []*listenerStats
 	byName    map[string]*listenerStats // read-only after New: no lock needed
 
-	appended           atomic.Uint64
-	appendErrors       atomic.Uint64
-	qos0Dropped        atomic.Uint64
-	deliveryDropped    atomic.Uint64
+	appended        atomic.Uint64
+	appendErrors    atomic.Uint64
+	qos0Dropped     atomic.Uint64
+	deliveryDropped atomic.Uint64
+	// queueDropped counts QoS 1/2 deliveries refused because the
+	// subscriber already had max_queued_messages unacknowledged.
+	queueDropped       func() uint64
 	authFailures       [numAuthReasons]atomic.Uint64
 	aclDenials         [numACLActions]atomic.Uint64
 	connRejected       atomic.Uint64
@@ -92,7 +95,7 @@ func newMetrics() *metrics {
 		dAppended:        prometheus.NewDesc(name("publishes_appended_total"), "PUBLISH packets (and will messages) appended to the ingress topic.", nil, nil),
 		dAppendErrors:    prometheus.NewDesc(name("append_errors_total"), "QoS 1/2 PUBLISH packets whose append failed; they were not acknowledged.", nil, nil),
 		dQoS0Dropped:     prometheus.NewDesc(name("qos0_dropped_total"), "QoS 0 PUBLISH packets (and will messages) whose asynchronous append failed.", nil, nil),
-		dDeliveryDropped: prometheus.NewDesc(name("delivery_dropped_total"), "Messages not delivered to a subscriber because its outbound queue was full (they are in the log).", nil, nil),
+		dDeliveryDropped: prometheus.NewDesc(name("delivery_dropped_total"), "Messages not delivered to a subscriber because its outbound queue was full or it had mqtt.limits.max_queued_messages unacknowledged (they are in the log).", nil, nil),
 		dAuthFailures:    prometheus.NewDesc(name("auth_failures_total"), "Rejected CONNECTs by reason.", []string{"reason"}, nil),
 		dACLDenials:      prometheus.NewDesc(name("acl_denials_total"), "Publishes and subscriptions/deliveries denied by the ACL.", []string{"action"}, nil),
 		dConnRejected:    prometheus.NewDesc(name("connections_rejected_total"), "CONNECTs rejected because mqtt.limits.max_connections was reached.", nil, nil),
@@ -141,7 +144,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(m.dAppended, m.appended.Load())
 	counter(m.dAppendErrors, m.appendErrors.Load())
 	counter(m.dQoS0Dropped, m.qos0Dropped.Load())
-	counter(m.dDeliveryDropped, m.deliveryDropped.Load())
+	dropped := m.deliveryDropped.Load()
+	if m.queueDropped != nil {
+		dropped += m.queueDropped()
+	}
+	counter(m.dDeliveryDropped, dropped)
 	for i := range m.authFailures {
 		counter(m.dAuthFailures, m.authFailures[i].Load(), authReasonNames[i])
 	}
