@@ -12,6 +12,8 @@ import (
 	"time"
 
 	paho5 "github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // TestReceiveMaximumKeepsOrderAndNeverDeadlocks: MQTT 5 subscribers with a
@@ -107,4 +109,40 @@ func TestReceiveMaximumKeepsOrderAndNeverDeadlocks(t *testing.T) {
 		s.mu.Unlock()
 	}
 	wg.Wait()
+}
+
+// TestMochiSubscriberCache checks the patched TopicsIndex's subscriber
+// cache: every subscribe and unsubscribe is seen by the next lookup, and a
+// result with shared subscriptions (which the fan-out narrows down in
+// place) is never shared between lookups.
+func TestMochiSubscriberCache(t *testing.T) {
+	x := mqtt.NewTopicsIndex()
+	has := func(topic, client string) bool {
+		_, ok := x.Subscribers(topic).Subscriptions[client]
+		return ok
+	}
+	if has("plant/line1/temp", "c1") {
+		t.Fatal("subscriber before any subscription")
+	}
+	x.Subscribe("c1", packets.Subscription{Filter: "plant/#", Qos: 1})
+	if !has("plant/line1/temp", "c1") {
+		t.Fatal("cached lookup missed a new subscription")
+	}
+	x.Subscribe("c2", packets.Subscription{Filter: "plant/+/temp"})
+	if !has("plant/line1/temp", "c2") || !has("plant/line1/temp", "c1") {
+		t.Fatal("second subscription not seen")
+	}
+	x.Unsubscribe("plant/#", "c1")
+	if has("plant/line1/temp", "c1") {
+		t.Fatal("cached lookup still has an unsubscribed client")
+	}
+	x.InlineSubscribe(mqtt.InlineSubscription{Subscription: packets.Subscription{Filter: "plant/line1/temp", Identifier: 7}, Handler: func(*mqtt.Client, packets.Subscription, packets.Packet) {}})
+	if len(x.Subscribers("plant/line1/temp").InlineSubscriptions) != 1 {
+		t.Fatal("inline subscription not seen")
+	}
+	x.Subscribe("c3", packets.Subscription{Filter: "$share/g/plant/#"})
+	a, b := x.Subscribers("plant/line1/temp"), x.Subscribers("plant/line1/temp")
+	if len(a.Shared) != 1 || a == b {
+		t.Fatalf("shared subscriptions: %d groups, same result twice: %v", len(a.Shared), a == b)
+	}
 }

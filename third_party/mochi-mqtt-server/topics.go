@@ -350,7 +350,25 @@ func (s *Subscribers) MergeSharedSelected() {
 type TopicsIndex struct {
 	Retained *packets.Packets
 	root     *particle // a leaf containing a message and more leaves.
+
+	// Millstream patch: the subscribers of recently published topics, valid
+	// while gen is unchanged (every subscribe and unsubscribe bumps it).
+	// Scanning the tree and building the result's maps for every message
+	// was a tenth of the broker's fan-out cost.
+	gen     atomic.Uint64
+	cacheMu sync.RWMutex
+	cache   map[string]cachedSubscribers
 }
+
+type cachedSubscribers struct {
+	gen  uint64
+	subs *Subscribers
+}
+
+// maxCachedTopics bounds the subscriber cache (Millstream patch); when full
+// it starts over, so a plant with more topics than this still gets the
+// busiest ones cached most of the time.
+const maxCachedTopics = 16384
 
 // NewTopicsIndex returns a pointer to a new instance of Index.
 func NewTopicsIndex() *TopicsIndex {
@@ -368,6 +386,7 @@ func NewTopicsIndex() *TopicsIndex {
 func (x *TopicsIndex) InlineSubscribe(subscription InlineSubscription) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.gen.Add(1) // after the change (Millstream patch)
 
 	var existed bool
 	n := x.set(subscription.Filter, 0)
@@ -382,6 +401,7 @@ func (x *TopicsIndex) InlineSubscribe(subscription InlineSubscription) bool {
 func (x *TopicsIndex) InlineUnsubscribe(id int, filter string) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.gen.Add(1) // after the change (Millstream patch)
 
 	particle := x.seek(filter, 0)
 	if particle == nil {
@@ -401,6 +421,7 @@ func (x *TopicsIndex) InlineUnsubscribe(id int, filter string) bool {
 func (x *TopicsIndex) Subscribe(client string, subscription packets.Subscription) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.gen.Add(1) // after the change (Millstream patch)
 
 	var existed bool
 	prefix, _ := isolateParticle(subscription.Filter, 0)
@@ -423,6 +444,7 @@ func (x *TopicsIndex) Subscribe(client string, subscription packets.Subscription
 func (x *TopicsIndex) Unsubscribe(filter, client string) bool {
 	x.root.Lock()
 	defer x.root.Unlock()
+	defer x.gen.Add(1) // after the change (Millstream patch)
 
 	var d int
 	prefix, _ := isolateParticle(filter, 0)
@@ -580,13 +602,35 @@ func (x *TopicsIndex) scanMessages(filter string, d int, n *particle, pks []pack
 
 // Subscribers returns a map of clients who are subscribed to matching filters,
 // their subscription ids and highest qos.
+//
+// Millstream patch: a result without shared subscriptions may come from a
+// cache and be shared with other callers: it must not be modified. One with
+// shared subscriptions (which the caller narrows down) is always new.
 func (x *TopicsIndex) Subscribers(topic string) *Subscribers {
-	return x.scanSubscribers(topic, 0, nil, &Subscribers{
+	gen := x.gen.Load()
+	x.cacheMu.RLock()
+	c, ok := x.cache[topic]
+	x.cacheMu.RUnlock()
+	if ok && c.gen == gen {
+		return c.subs
+	}
+	subs := x.scanSubscribers(topic, 0, nil, &Subscribers{
 		Shared:              map[string]map[string]packets.Subscription{},
 		SharedSelected:      map[string]packets.Subscription{},
 		Subscriptions:       map[string]packets.Subscription{},
 		InlineSubscriptions: map[int]InlineSubscription{},
 	})
+	if len(subs.Shared) == 0 {
+		// Stored under the generation read before the scan: a change
+		// during the scan makes the entry stale at once.
+		x.cacheMu.Lock()
+		if x.cache == nil || len(x.cache) >= maxCachedTopics {
+			x.cache = make(map[string]cachedSubscribers)
+		}
+		x.cache[topic] = cachedSubscribers{gen: gen, subs: subs}
+		x.cacheMu.Unlock()
+	}
+	return subs
 }
 
 // scanSubscribers returns a list of client subscriptions matching an indexed topic address.
