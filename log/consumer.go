@@ -211,6 +211,14 @@ func (c *Consumer) advance(f fetched) {
 // Commit durably commits, for every partition, the offset after the last
 // record Poll returned.
 func (c *Consumer) Commit(ctx context.Context) error {
+	return c.CommitWith(ctx)
+}
+
+// CommitWith commits what Commit would and, in the same durable write
+// (where the log is an OffsetsCommitter), extra offsets under the
+// consumer's group: a consumer that writes to another topic commits its
+// input position and a bookmark of its output together.
+func (c *Consumer) CommitWith(ctx context.Context, extra ...TopicPartitionOffset) error {
 	c.mu.Lock()
 	var todo []TopicPartitionOffset
 	for p, off := range c.pos {
@@ -219,6 +227,8 @@ func (c *Consumer) Commit(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
+	own := len(todo)
+	todo = append(todo, extra...)
 	if len(todo) == 0 {
 		return nil
 	}
@@ -226,7 +236,7 @@ func (c *Consumer) Commit(ctx context.Context) error {
 		return fmt.Errorf("consumer %s: commit %s: %w", c.group, c.topic, err)
 	}
 	c.mu.Lock()
-	for _, o := range todo {
+	for _, o := range todo[:own] {
 		c.committed[o.Partition] = o.Offset
 	}
 	c.mu.Unlock()

@@ -73,6 +73,9 @@ type NormalizerOptions struct {
 	// CheckpointInterval bounds how often the Sparkplug host state is
 	// written (with the offsets it belongs to); default 1 s.
 	CheckpointInterval time.Duration
+	// CommitInterval bounds how long read batches stay uncommitted;
+	// default 100 ms, negative commits after every batch.
+	CommitInterval time.Duration
 	// GroupConsumer, when set, makes the normaliser a member of the
 	// consumer group NormalizerGroup instead of the one consumer of every
 	// ingress partition: several Millstream nodes then split the
@@ -85,14 +88,14 @@ type NormalizerOptions struct {
 // ingress topic into points on uns.points; what it cannot read goes to
 // uns.deadletter with the reason, and never stops the stream.
 //
-// Each batch is written, waited for until durable, and only then committed.
-// A crash between the write and the commit would write the batch again on
+// Each batch is written and waited for until durable; what was read is
+// committed at most every CommitInterval, only ever after its points are
+// durable. A crash before the commit would write those batches again on
 // restart; to prevent that, every point carries its source position
-// (HeaderSource), and after committing the source offsets the normaliser
-// also commits, under its group, the end offsets uns.points had at that
-// moment (a bookmark). On start it reads uns.points from the bookmark to the
-// end and skips re-normalised points it finds there. Commit order (source
-// first, then bookmark) keeps this exact across a crash between the two.
+// (HeaderSource), and with the source offsets the normaliser commits, under
+// its group and in the same durable write, the end offsets uns.points had at
+// that moment (a bookmark). On start it reads uns.points from the bookmark to
+// the end and skips re-normalised points it finds there.
 type Normalizer struct {
 	l    log.Log
 	opts NormalizerOptions
@@ -126,6 +129,9 @@ func NewNormalizer(l log.Log, opts NormalizerOptions) *Normalizer {
 	}
 	if opts.CheckpointInterval <= 0 {
 		opts.CheckpointInterval = time.Second
+	}
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = 100 * time.Millisecond
 	}
 	return &Normalizer{l: l, opts: opts, log: opts.Logger, host: sparkplug.NewHost(sparkplug.HostOptions{ReorderWindow: opts.ReorderWindow})}
 }
@@ -190,21 +196,31 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	}
 	w := n.newWriter()
 	w.done = done
-	lastCheckpoint := time.Now()
+	st := &settler{n: n, c: c, w: w, done: done, pending: pending, lastCommit: time.Now(), lastCheckpoint: time.Now()}
 	for {
-		recs, err := c.Poll(ctx)
+		// With read batches not yet committed, Poll waits only until
+		// they are due, so an idle stream is committed too.
+		pctx, cancel := ctx, context.CancelFunc(nil)
+		if st.uncommitted {
+			pctx, cancel = context.WithDeadline(ctx, st.due())
+		}
+		recs, err := c.Poll(pctx)
+		if cancel != nil {
+			cancel()
+		}
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			if err := st.settle(ctx, true); err != nil {
+				return err
+			}
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				// Stopping: settle what was read, so that a clean restart
 				// re-reads nothing.
 				fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 				defer cancel()
-				if w.hostDirty {
-					if err := n.checkpointHost(fctx, c); err != nil {
-						return err
-					}
-				}
-				if err := c.Commit(fctx); err != nil {
+				if err := st.settle(fctx, true); err != nil {
 					return fmt.Errorf("uns normaliser: final commit: %w", err)
 				}
 				return nil
@@ -214,38 +230,85 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		if err := n.normalize(ctx, w, recs); err != nil {
 			return err
 		}
-		if n.beforeCommit != nil {
-			if err := n.beforeCommit(); err != nil {
-				return err
-			}
-		}
-		// Sparkplug state is checkpointed with the offsets it belongs to;
-		// it can be large, so that happens at most every
-		// CheckpointInterval, and batches in between stay uncommitted (a
-		// crash re-reads them; their points are not written twice).
-		if w.hostDirty {
-			if time.Since(lastCheckpoint) < n.opts.CheckpointInterval {
-				continue
-			}
-			if err := n.checkpointHost(ctx, c); err != nil {
-				return err
-			}
-			w.hostDirty, lastCheckpoint = false, time.Now()
-		}
-		if err := c.Commit(ctx); err != nil {
-			return fmt.Errorf("uns normaliser: %w", err)
-		}
-		// While points of the interrupted batch are still ahead, the
-		// bookmark stays before them, so that another stop finds them.
-		if len(done) > 0 && passed(w.seen, pending) {
-			clear(done) // not produced again (e.g. deleted by retention)
-		}
-		if len(done) == 0 {
-			if err := n.bookmark(ctx); err != nil {
-				return err
-			}
+		st.uncommitted = true
+		if err := st.settle(ctx, false); err != nil {
+			return err
 		}
 	}
+}
+
+// settler commits what Run has read and written: the source offsets and,
+// in the same durable write, the bookmark of uns.points; with them the
+// Sparkplug host state when it changed. Commits are spaced by
+// CommitInterval (each one costs an fdatasync on the embedded log, and a
+// loop committing after every small batch spent a tenth of the server's
+// CPU on them); the state, which can be large, by CheckpointInterval.
+// Batches in between stay uncommitted: a crash re-reads them, and their
+// points are not written twice (see Normalizer).
+type settler struct {
+	n                          *Normalizer
+	c                          *log.Consumer
+	w                          *writer
+	done                       map[string]bool
+	pending                    map[int32]int64
+	uncommitted                bool
+	lastCommit, lastCheckpoint time.Time
+}
+
+// due is when the read batches must be committed at the latest.
+func (st *settler) due() time.Time {
+	t := st.lastCommit.Add(st.n.opts.CommitInterval)
+	if st.w.hostDirty {
+		t = later(t, st.lastCheckpoint.Add(st.n.opts.CheckpointInterval))
+	}
+	return t
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// settle commits when a commit is due, or always with force (idle or
+// stopping).
+func (st *settler) settle(ctx context.Context, force bool) error {
+	n, w := st.n, st.w
+	if !st.uncommitted || (!force && time.Now().Before(st.due())) {
+		return nil
+	}
+	if n.beforeCommit != nil {
+		if err := n.beforeCommit(); err != nil {
+			return err
+		}
+	}
+	if w.hostDirty {
+		if err := n.checkpointHost(ctx, st.c); err != nil {
+			return err
+		}
+		w.hostDirty, st.lastCheckpoint = false, time.Now()
+	}
+	// While points of the interrupted batch are still ahead, the
+	// bookmark stays before them, so that another stop finds them.
+	if len(st.done) > 0 && passed(w.seen, st.pending) {
+		clear(st.done) // not produced again (e.g. deleted by retention)
+	}
+	var bookmark []log.TopicPartitionOffset
+	if len(st.done) == 0 {
+		info, err := n.l.Topic(ctx, PointsTopic)
+		if err != nil {
+			return fmt.Errorf("uns normaliser: bookmark: %w", err)
+		}
+		for _, p := range info.Partitions {
+			bookmark = append(bookmark, log.TopicPartitionOffset{Topic: PointsTopic, Partition: p.Partition, Offset: p.End})
+		}
+	}
+	if err := st.c.CommitWith(ctx, bookmark...); err != nil {
+		return fmt.Errorf("uns normaliser: %w", err)
+	}
+	st.uncommitted, st.lastCommit = false, time.Now()
+	return nil
 }
 
 // writer is the state of Run's batches: the buffers reused batch after
@@ -455,15 +518,6 @@ func (n *Normalizer) deadLetter(ctx context.Context, b *log.Batch, r *log.Record
 		{Key: HeaderOrigin, Value: []byte(r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10))},
 	}, r.Headers...)
 	b.Produce(ctx, n.l, &log.Record{Topic: DeadLetterTopic, Timestamp: r.Timestamp, Key: r.Key, Value: r.Value, Headers: hs})
-}
-
-// bookmark commits the current end offsets of uns.points under the
-// normaliser's group (see commitBookmark).
-func (n *Normalizer) bookmark(ctx context.Context) error {
-	if err := commitBookmark(ctx, n.l, NormalizerGroup, PointsTopic); err != nil {
-		return fmt.Errorf("uns normaliser: %w", err)
-	}
-	return nil
 }
 
 // alreadyWritten reads uns.points after the bookmark: the points of a batch
