@@ -561,3 +561,109 @@ func TestProduceFromPromise(t *testing.T) {
 		t.Fatalf("end %d, want 51", info.Partitions[0].End)
 	}
 }
+
+// TestPreallocatedTail checks the zero-filled space the writer keeps ahead
+// of small appends: a crash image with it opens without a truncation report
+// and with every record; a batch torn inside it is reported like any torn
+// tail; sealing and Close cut it off.
+func TestPreallocatedTail(t *testing.T) {
+	src := t.TempDir()
+	l := openT(t, src, Options{})
+	createTopic(t, l, "t", log.TopicConfig{Partitions: 1})
+	vals := produceBatches(t, l, "t", 60, 3, 0)
+	p, err := l.partition("t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.RLock()
+	logical := p.active.synced
+	p.mu.RUnlock()
+	seg := segFiles(t, src, "t", 0, ".log")[0]
+	if fi, err := os.Stat(seg); err != nil || fi.Size() <= logical {
+		t.Fatalf("segment is %d bytes for %d bytes of batches: small appends are not preallocated", fi.Size(), logical)
+	}
+	crash := t.TempDir()
+	copyDir(t, src, crash) // what a SIGKILL would leave: everything acknowledged is fsynced
+	l.Close()
+	if fi, _ := os.Stat(seg); fi.Size() != logical {
+		t.Fatalf("after Close the segment is %d bytes, want %d (preallocated space not cut)", fi.Size(), logical)
+	}
+
+	image, err := os.ReadFile(segFiles(t, crash, "t", 0, ".log")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastBatch []byte
+	if _, err := ScanSegment(bytes.NewReader(image), 0, logical, func(b ScannedBatch) error {
+		lastBatch = append(lastBatch[:0], b.Raw...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	torn := append([]byte(nil), image...)
+	copy(torn[logical:], lastBatch[:len(lastBatch)/2])
+
+	for _, c := range []struct {
+		name   string
+		data   []byte
+		report bool
+	}{{"zero tail", image, false}, {"batch torn inside the zero tail", torn, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			copyDir(t, crash, dir)
+			path := segFiles(t, dir, "t", 0, ".log")[0]
+			if err := os.WriteFile(path, c.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			l := openT(t, dir, Options{})
+			reps := l.Recovered()
+			if c.report != (len(reps) == 1) || len(reps) > 1 {
+				t.Fatalf("recovery reports %+v, want a report: %v", reps, c.report)
+			}
+			if c.report && (reps[0].At != logical || reps[0].RecordsTruncated != 3) {
+				t.Fatalf("report %+v, want the torn batch of 3 records at %d", reps[0], logical)
+			}
+			checkValues(t, readAll(t, l, "t", 0), vals)
+			if fi, _ := os.Stat(path); fi.Size() != logical {
+				t.Fatalf("after recovery the segment is %d bytes, want %d", fi.Size(), logical)
+			}
+			more := produceBatches(t, l, "t", 5, 3, len(vals))
+			l.Close()
+			l = openT(t, dir, Options{})
+			if len(l.Recovered()) != 0 {
+				t.Fatalf("second reopen still recovering: %+v", l.Recovered())
+			}
+			checkValues(t, readAll(t, l, "t", 0), append(append([]string(nil), vals...), more...))
+		})
+	}
+}
+
+// TestPreallocatedSegmentsRoll fills several small segments with small
+// appends: every sealed segment ends at its last batch and reads back.
+func TestPreallocatedSegmentsRoll(t *testing.T) {
+	dir := t.TempDir()
+	l := openT(t, dir, Options{SegmentBytes: 4 << 10})
+	createTopic(t, l, "t", log.TopicConfig{Partitions: 1})
+	vals := produceBatches(t, l, "t", 200, 2, 0)
+	segs := segFiles(t, dir, "t", 0, ".log")
+	if len(segs) < 3 {
+		t.Fatalf("%d segments, want several", len(segs))
+	}
+	for _, s := range segs[:len(segs)-1] {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		end, err := ScanSegment(bytes.NewReader(b), 0, int64(len(b)), func(ScannedBatch) error { return nil })
+		if err != nil || end != int64(len(b)) {
+			t.Fatalf("sealed segment %s: %d bytes, batches end at %d (%v)", s, len(b), end, err)
+		}
+	}
+	checkValues(t, readAll(t, l, "t", 0), vals)
+	l.Close()
+	l = openT(t, dir, Options{SegmentBytes: 4 << 10})
+	if len(l.Recovered()) != 0 {
+		t.Fatalf("reopen reports %+v", l.Recovered())
+	}
+	checkValues(t, readAll(t, l, "t", 0), vals)
+}

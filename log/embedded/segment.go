@@ -42,6 +42,7 @@ type segment struct {
 	path    string
 	f       *os.File
 	size    int64 // valid bytes written (writer-owned until published)
+	alloc   int64 // file size when zero-filled past size (writer-owned; see preallocate)
 	synced  int64 // bytes durable and visible to readers (under partition mu)
 	next    int64 // offset after the last record
 	maxTs   int64 // largest timestamp in the segment, ms (math.MinInt64 if empty)
@@ -209,6 +210,14 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 		return nil, nil, fmt.Errorf("scan segment %s: %w", path, scanErr)
 	}
 	var tr *truncation
+	if end < size && zeroTail(f, end, size) {
+		// Space preallocated for appends that never came: not damage.
+		if err := f.Truncate(end); err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("trim preallocated tail of %s at %d: %w (check disk space and permissions)", path, end, err)
+		}
+		size = end
+	}
 	if end < size {
 		lost := countTailRecords(f, end, size)
 		if err := f.Truncate(end); err != nil {
@@ -241,6 +250,25 @@ func recoverSegment(path string, base int64, active bool) (*segment, *truncation
 		_ = os.Remove(s.timePath())
 	}
 	return s, tr, nil
+}
+
+// zeroTail reports whether the bytes [from, to) of f are all zero. A read
+// error counts as not zero: the tail is then reported as damage.
+func zeroTail(f *os.File, from, to int64) bool {
+	buf := make([]byte, 64<<10)
+	for pos := from; pos < to; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), to-pos)], pos)
+		for _, c := range buf[:n] {
+			if c != 0 {
+				return false
+			}
+		}
+		if err != nil && n == 0 {
+			return false
+		}
+		pos += int64(n)
+	}
+	return true
 }
 
 type truncation struct {
