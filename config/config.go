@@ -56,6 +56,9 @@ type UNS struct {
 	TreeWindow Duration `yaml:"tree_window"`
 	// Format of uns.points record values: "json" or "protobuf".
 	Format string `yaml:"format"`
+	// BatchWait is the least time between two reads of the ingress topic
+	// by the normaliser while messages keep coming (0 reads at once).
+	BatchWait Duration `yaml:"batch_wait"`
 	// Mappings put brownfield MQTT topic trees into the namespace; the
 	// first rule whose topic pattern matches applies.
 	Mappings []Mapping `yaml:"mappings"`
@@ -383,7 +386,7 @@ func Default() Config {
 		HTTP:          HTTP{Address: "127.0.0.1:8080"},
 		Logging:       Logging{Level: "info", Format: "text"},
 		Sparkplug:     Sparkplug{HostID: "millstream", CheckpointInterval: Duration(time.Second)},
-		UNS:           UNS{TreeWindow: Duration(24 * time.Hour), Format: "json"},
+		UNS:           UNS{TreeWindow: Duration(24 * time.Hour), Format: "json", BatchWait: Duration(5 * time.Millisecond)},
 		Commands:      Commands{MaxAge: Duration(time.Minute)},
 		KafkaEndpoint: KafkaEndpoint{Address: "127.0.0.1:9092"},
 		Pipeline:      Pipeline{RollupGrace: Duration(10 * time.Second)},

@@ -123,6 +123,9 @@ func validate(c Config) []*fieldError {
 	if c.UNS.TreeWindow <= 0 {
 		k.add("uns.tree_window", c.UNS.TreeWindow, "must be positive, e.g. 24h")
 	}
+	if c.UNS.BatchWait < 0 || c.UNS.BatchWait > Duration(time.Second) {
+		k.add("uns.batch_wait", c.UNS.BatchWait, "must be between 0 and 1s, e.g. 5ms")
+	}
 	if c.Replicate.Enabled {
 		k.replicate(c.Replicate)
 	}

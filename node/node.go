@@ -240,6 +240,7 @@ func New(cfg config.Config, logger *slog.Logger) (*Node, error) {
 		Logger:             logger.With("component", "uns"),
 		Tree:               tree,
 		TreeWindow:         time.Duration(cfg.UNS.TreeWindow),
+		BatchWait:          orNever(time.Duration(cfg.UNS.BatchWait)),
 		Live:               live,
 		Publish:            b.Publish,
 		Mapper:             mapper,
@@ -638,4 +639,13 @@ func (n *Node) publishHostState(online bool) {
 	if err := n.broker.Publish("spBv1.0/STATE/"+n.cfg.Sparkplug.HostID, []byte(payload), true, 1); err != nil {
 		n.logger.Warn("sparkplug host state not published", "online", online, "error", err)
 	}
+}
+
+// orNever maps a configured 0 ("do not wait") to the negative duration the
+// components read as never, where their zero means their default.
+func orNever(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

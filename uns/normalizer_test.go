@@ -225,3 +225,59 @@ func TestNormalizerRestartAfterUncommittedBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestNormalizerBatchWait checks that under a steady trickle the normaliser
+// gathers what arrives within BatchWait into one batch, and that the first
+// message after a quiet spell is read at once.
+func TestNormalizerBatchWait(t *testing.T) {
+	l := openLog(t)
+	if err := l.CreateTopic(context.Background(), "mqtt.ingress", log.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	n := NewNormalizer(l, NormalizerOptions{BatchWait: 2 * time.Second, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- n.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}()
+	points := func() int {
+		info, err := l.Topic(context.Background(), PointsTopic)
+		if err != nil {
+			return 0
+		}
+		return int(info.Partitions[0].End)
+	}
+	ingest(t, l, "acme/p1/m0", `{"a": 0}`)
+	start := time.Now()
+	for points() < 1 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the first message was not normalised")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	first := time.Since(start)
+	for i := 1; i <= 20; i++ {
+		ingest(t, l, "acme/p1/m0", fmt.Sprintf(`{"a": %d}`, i))
+		time.Sleep(5 * time.Millisecond)
+	}
+	for points() < 21 {
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("%d of 21 points after 20 s", points())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// The 20 trickled messages came within BatchWait of the first read:
+	// a few more batches, not twenty. (The consumer prefetches up to two
+	// fetches and holds a third while Poll waits; those come in the batch
+	// after the wait, everything else in the one after.)
+	if b := n.m.batches.Load(); b > 4 {
+		t.Fatalf("%d batches for a trickle of 20 messages within batch_wait, want at most 4", b)
+	}
+	if first > time.Second {
+		t.Fatalf("the first message after a quiet spell took %v: it waited for batch_wait", first)
+	}
+}
