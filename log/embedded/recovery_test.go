@@ -281,10 +281,18 @@ func TestTornTail(t *testing.T) {
 		checkValues(t, got, vals[:kept])
 		reps := l.Recovered()
 		atBoundary := false
+		validEnd := int64(0)
 		for _, s := range spans {
 			atBoundary = atBoundary || s.end == int64(len(data))
+			if s.end <= damage {
+				validEnd = s.end
+			}
 		}
-		if len(data) > 0 && !atBoundary && int64(len(data)) != 0 {
+		// A tail of zeros only (a cut a byte or two into the next batch's
+		// length field) cannot be told from preallocated space: it is
+		// dropped without a report, as nothing in it was ever complete.
+		zerosOnly := !bytes.ContainsFunc(data[validEnd:], func(r rune) bool { return r != 0 })
+		if len(data) > 0 && !atBoundary && !zerosOnly {
 			if len(reps) != 1 || reps[0].Topic != "t" || reps[0].Partition != 0 || reps[0].BytesTruncated <= 0 || reps[0].Reason == "" {
 				t.Fatalf("%s: recovery reports %+v, want one truncation", what, reps)
 			}
