@@ -430,14 +430,39 @@ func (a *acker) drain() {
 		}
 		a.mu.Unlock()
 
-		if cc != nil {
-			cc.cork()
-		}
-		for _, ir := range run {
-			a.handBack(ir)
-		}
-		if cc != nil {
-			cc.uncork()
+		// Acknowledge the whole run first, in one write, then fan it out:
+		// the publisher's next messages need only the PUBACKs, and fanning
+		// out a run of 16 messages took longer than writing their
+		// acknowledgements.
+		// A QoS 2 message is handed to its read loop, which fans it out
+		// itself, only once everything before it is fanned out.
+		for start := 0; start < len(run); {
+			end := start
+			for end < len(run) && run[end].turn == nil {
+				end++
+			}
+			seg := run[start:end]
+			if cc != nil {
+				cc.cork()
+			}
+			for i, ir := range seg {
+				if !a.ack(ir) {
+					seg[i] = nil // failed: nothing to fan out
+				}
+			}
+			if cc != nil {
+				cc.uncork()
+			}
+			for _, ir := range seg {
+				if ir != nil {
+					a.fanOut(ir)
+				}
+			}
+			if end < len(run) {
+				a.ack(run[end]) // QoS 2: its turn
+				end++
+			}
+			start = end
 		}
 
 		a.mu.Lock()
@@ -458,7 +483,11 @@ func (a *acker) drain() {
 // first of a long run does not wait for the last.
 const maxRun = 256
 
-func (a *acker) handBack(ir *ingressRecord) {
+// ack writes the PUBACK of a finished append (QoS 1), counts it, and
+// reports whether the message is to be fanned out: not when the append
+// failed (the client is refused and resends) nor for QoS 2, which the read
+// loop takes over from here.
+func (a *acker) ack(ir *ingressRecord) bool {
 	h, cl, pk := a.h, a.cl, ir.pk
 	if pk.FixedHeader.Qos > 0 {
 		h.b.metrics.appendWait.Observe(time.Since(ir.rec.Timestamp).Seconds())
@@ -468,12 +497,12 @@ func (a *acker) handBack(ir *ingressRecord) {
 	}
 	if ir.turn != nil {
 		close(ir.turn) // QoS 2: the read loop takes it from here
-		return
+		return false
 	}
 	switch {
 	case ir.err != nil && pk.FixedHeader.Qos > 0:
 		h.fail(cl, pk, ir.err)
-		return // the failed record may still be referenced by the log
+		return false // the failed record may still be referenced by the log
 	case ir.err != nil:
 		h.countDrop(ir.err)
 	case pk.FixedHeader.Qos == 0:
@@ -487,6 +516,13 @@ func (a *acker) handBack(ir *ingressRecord) {
 			h.b.logger.Debug("MQTT PUBACK not written", "client", cl.ID, "error", err)
 		}
 	}
+	return true
+}
+
+// fanOut hands an acknowledged message back to mochi, which retains it and
+// delivers it to subscribers, and recycles its record.
+func (a *acker) fanOut(ir *ingressRecord) {
+	h, cl, pk := a.h, a.cl, ir.pk
 	pk.Mods.MaxSize = reinjectMark
 	if debugOrder {
 		println("HB", pk.TopicName, string(pk.Payload))
