@@ -69,8 +69,7 @@ func TestOffsetsJournalTornTail(t *testing.T) {
 	}
 	check := func(t *testing.T, data []byte, complete int) {
 		d := t.TempDir()
-		os.MkdirAll(filepath.Join(d, "topics"), 0o755)
-		copyTopic(t, dir, d)
+		copyDir(t, dir, d)
 		if err := os.WriteFile(filepath.Join(d, offsetsJournalFile), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -119,29 +118,6 @@ func entryEnds(t *testing.T, j []byte) []int {
 		}
 	}
 	return ends
-}
-
-func copyTopic(t *testing.T, from, to string) {
-	t.Helper()
-	src := filepath.Join(from, "topics", "t")
-	err := filepath.Walk(src, func(path string, fi os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		dst := filepath.Join(to, "topics", "t", rel)
-		if fi.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // TestOffsetsCompaction commits until the journal is compacted several
