@@ -100,7 +100,9 @@ func TestReceiveMaximumKeepsOrderAndNeverDeadlocks(t *testing.T) {
 		case <-s.done:
 		case <-time.After(testTimeout):
 			s.mu.Lock()
-			t.Fatalf("subscriber %d received %d of %d messages (deadlocked or lost)", i, s.n, publishers*perPublisher)
+			n := s.n
+			s.mu.Unlock() // the client's callback needs it to shut down
+			t.Fatalf("subscriber %d received %d of %d messages (deadlocked or lost)", i, n, publishers*perPublisher)
 		}
 		s.mu.Lock()
 		if len(s.bad) > 0 {

@@ -5,6 +5,7 @@
 package mqtt
 
 import (
+	"container/heap"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -19,6 +20,11 @@ type Inflight struct {
 	order    map[uint16]uint64         // insertion sequence of each packet id (Millstream patch)
 	next     uint64                    // next insertion sequence
 	parked   int                       // packets waiting for send quota (Expiry < 0) (Millstream patch)
+	// parkedQ holds the parked packets' ids by insertion sequence, oldest
+	// first, so the next one to send is found without sorting every
+	// inflight packet (Millstream patch). Entries are checked when taken:
+	// one whose packet was sent, deleted or replaced is skipped.
+	parkedQ parkedHeap
 	// sendMu serialises queueing quota-limited packets for sending, so that
 	// a packet taken from the parked ones and a new one cannot overtake
 	// each other on the way to the outbound queue (Millstream patch).
@@ -59,7 +65,47 @@ func (i *Inflight) set(m packets.Packet) bool {
 		i.order[m.PacketID] = i.next
 		i.next++
 	}
+	if m.Expiry < 0 && (!ok || old.Expiry >= 0) {
+		heap.Push(&i.parkedQ, parkedEntry{seq: i.order[m.PacketID], id: m.PacketID})
+	}
 	return !ok
+}
+
+type parkedEntry struct {
+	seq uint64
+	id  uint16
+}
+
+// parkedHeap is a min-heap of parked packets by insertion sequence
+// (container/heap).
+type parkedHeap []parkedEntry
+
+func (h parkedHeap) Len() int           { return len(h) }
+func (h parkedHeap) Less(a, b int) bool { return h[a].seq < h[b].seq }
+func (h parkedHeap) Swap(a, b int)      { h[a], h[b] = h[b], h[a] }
+func (h *parkedHeap) Push(x any)        { *h = append(*h, x.(parkedEntry)) }
+func (h *parkedHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// oldestParked returns the parked packet inserted first, dropping stale
+// entries on the way. The caller holds the write lock.
+func (i *Inflight) oldestParked() (packets.Packet, bool) {
+	for i.parkedQ.Len() > 0 {
+		e := i.parkedQ[0]
+		m, ok := i.internal[e.id]
+		if ok && m.Expiry < 0 && i.order[e.id] == e.seq {
+			return m, true
+		}
+		heap.Pop(&i.parkedQ)
+	}
+	if cap(i.parkedQ) > 1024 {
+		i.parkedQ = nil // let a burst's array go
+	}
+	return packets.Packet{}, false
 }
 
 // Get returns an inflight packet by packet id.
@@ -92,6 +138,12 @@ func (i *Inflight) Clone() *Inflight {
 		c.order[k] = i.order[k]
 	}
 	c.next, c.parked = i.next, i.parked
+	for k, v := range c.internal {
+		if v.Expiry < 0 {
+			c.parkedQ = append(c.parkedQ, parkedEntry{seq: c.order[k], id: k})
+		}
+	}
+	heap.Init(&c.parkedQ)
 	return c
 }
 
@@ -173,11 +225,11 @@ func (i *Inflight) TakeImmediate() (packets.Packet, bool) {
 	if i.parked == 0 || atomic.LoadInt32(&i.sendQuota) <= 0 {
 		return packets.Packet{}, false
 	}
-	m := i.getAll(true)
-	if len(m) == 0 {
+	next, ok := i.oldestParked()
+	if !ok {
 		return packets.Packet{}, false
 	}
-	next := m[0]
+	heap.Pop(&i.parkedQ)
 	next.Expiry = 0
 	i.set(next)
 	i.DecreaseSendQuota()
