@@ -80,7 +80,8 @@ type NormalizerOptions struct {
 	// records keep coming: under load each batch of points then costs one
 	// fsync of uns.points for BatchWait's worth of messages instead of one
 	// per group commit of the ingress topic. A record arriving after a
-	// quiet spell is read at once. Zero means 5 ms; negative never waits.
+	// quiet spell is read at once, and a full read (a backlog) is followed
+	// by the next without a pause. Zero means 5 ms; negative never waits.
 	BatchWait time.Duration
 	// GroupConsumer, when set, makes the normaliser a member of the
 	// consumer group NormalizerGroup instead of the one consumer of every
@@ -120,6 +121,7 @@ type Normalizer struct {
 type normalizerMetrics struct {
 	records, points, deadletters, sparkplug, skipped atomic.Uint64
 	rebirths, spbDropped, batches                    atomic.Uint64
+	waits                                            atomic.Uint64 // BatchWait pauses, for tests
 }
 
 // NewNormalizer builds a normaliser over l; Run starts it.
@@ -189,7 +191,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	if err := n.loadHost(ctx); err != nil {
 		return err
 	}
-	c, err := log.NewConsumer(n.l, NormalizerGroup, n.opts.Source, log.ConsumerOptions{})
+	c, err := log.NewConsumer(n.l, NormalizerGroup, n.opts.Source, log.ConsumerOptions{MaxPollRecords: maxPollRecords})
 	if err != nil {
 		return fmt.Errorf("uns normaliser: %w", err)
 	}
@@ -207,6 +209,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 	w.done = done
 	st := &settler{n: n, c: c, w: w, done: done, pending: pending, lastCommit: time.Now(), lastCheckpoint: time.Now()}
 	var lastPoll time.Time
+	behind := false
 	for {
 		// With read batches not yet committed, Poll waits only until
 		// they are due, so an idle stream is committed too.
@@ -214,8 +217,10 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		if st.uncommitted {
 			pctx, cancel = context.WithDeadline(ctx, st.due())
 		}
-		if wait := time.Until(lastPoll.Add(n.opts.BatchWait)); wait > 0 {
-			// Busy: let more records gather (see BatchWait).
+		if wait := time.Until(lastPoll.Add(n.opts.BatchWait)); wait > 0 && !behind {
+			// Busy: let more records gather (see BatchWait). Not when
+			// the last read was full: then the normaliser is catching up.
+			n.m.waits.Add(1)
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -224,7 +229,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 		}
 		recs, err := c.Poll(pctx)
-		lastPoll = time.Now()
+		lastPoll, behind = time.Now(), len(recs) >= maxPollRecords
 		if err == nil {
 			n.m.batches.Add(1)
 		}
@@ -259,6 +264,9 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// maxPollRecords bounds one read of the source by Run.
+const maxPollRecords = 1000
 
 // settler commits what Run has read and written: the source offsets and,
 // in the same durable write, the bookmark of uns.points; with them the

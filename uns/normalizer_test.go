@@ -281,3 +281,28 @@ func TestNormalizerBatchWait(t *testing.T) {
 		t.Fatalf("the first message after a quiet spell took %v: it waited for batch_wait", first)
 	}
 }
+
+// TestNormalizerBatchWaitNotWhenBehind: with a backlog, full reads follow
+// each other without BatchWait pauses.
+func TestNormalizerBatchWaitNotWhenBehind(t *testing.T) {
+	l := openLog(t)
+	if err := l.CreateTopic(context.Background(), "mqtt.ingress", log.TopicConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	// Larger than one fetch (1 MiB), so it takes several reads.
+	const backlog = 10000
+	pad := strings.Repeat("x", 200)
+	var recs []*log.Record
+	for i := range backlog {
+		recs = append(recs, &log.Record{Topic: "mqtt.ingress", Key: []byte("acme/p1/m0"), Value: []byte(fmt.Sprintf(`{"a": %d, "note": "%s"}`, i, pad)), Timestamp: received})
+	}
+	if err := l.ProduceSync(context.Background(), recs...); err != nil {
+		t.Fatal(err)
+	}
+	n := NewNormalizer(l, NormalizerOptions{BatchWait: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	runUntil(t, l, n, 2*backlog) // a number and a string point each
+	// At most one pause: before the read after the last, partial one.
+	if w := n.m.waits.Load(); w > 1 {
+		t.Fatalf("%d batch_wait pauses while working off a backlog of %d records", w, backlog)
+	}
+}
