@@ -6,12 +6,15 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	mlog "github.com/millstream/millstream/log"
 )
 
-// Committed offsets are stored in the log (log.CommitOffset), under the
-// group name with Options.GroupPrefix, so Millstream's lag metrics and UI
-// see Kafka consumer groups like its own consumers. Kafka's per-offset
-// metadata string and leader epoch are not stored.
+// Committed offsets are stored in the log (log.CommitOffsets, one write per
+// OffsetCommit request), under the group name with Options.GroupPrefix, so
+// Millstream's lag metrics and UI see Kafka consumer groups like its own
+// consumers. Kafka's per-offset metadata string and leader epoch are not
+// stored.
 
 func (c *conn) logGroup(name string) string { return c.s.opts.GroupPrefix + name }
 
@@ -23,6 +26,8 @@ func (c *conn) handleOffsetCommit(ctx context.Context, req *kmsg.OffsetCommitReq
 	} else {
 		code = c.s.groups.commitCheck(req.Group, req.MemberID, req.Generation)
 	}
+	var commit []mlog.TopicPartitionOffset
+	var at [][2]int // where each of commit is answered: topic, partition index
 	for _, rt := range req.Topics {
 		ot := kmsg.NewOffsetCommitResponseTopic()
 		ot.Topic = rt.Topic
@@ -43,14 +48,23 @@ func (c *conn) handleOffsetCommit(ctx context.Context, req *kmsg.OffsetCommitReq
 			if tcode == 0 {
 				if rp.Partition < 0 || int(rp.Partition) >= nparts {
 					op.ErrorCode = codeUnknownTopic
-				} else if err := c.s.l.CommitOffset(ctx, c.logGroup(req.Group), rt.Topic, rp.Partition, rp.Offset); err != nil {
-					c.s.logger.Warn("Kafka offset commit failed", "group", req.Group, "topic", rt.Topic, "partition", rp.Partition, "error", err.Error())
-					op.ErrorCode = logErrorCode(err)
+				} else {
+					commit = append(commit, mlog.TopicPartitionOffset{Topic: rt.Topic, Partition: rp.Partition, Offset: rp.Offset})
+					at = append(at, [2]int{len(resp.Topics), len(ot.Partitions)})
 				}
 			}
 			ot.Partitions = append(ot.Partitions, op)
 		}
 		resp.Topics = append(resp.Topics, ot)
+	}
+	// Every valid offset of the request in one durable write.
+	if len(commit) > 0 {
+		if err := mlog.CommitOffsets(ctx, c.s.l, c.logGroup(req.Group), commit); err != nil {
+			c.s.logger.Warn("Kafka offset commit failed", "group", req.Group, "offsets", len(commit), "error", err.Error())
+			for _, ix := range at {
+				resp.Topics[ix[0]].Partitions[ix[1]].ErrorCode = logErrorCode(err)
+			}
+		}
 	}
 	return resp
 }
