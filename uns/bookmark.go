@@ -19,18 +19,28 @@ import (
 
 // commitBookmark commits the current end offsets of topic under group.
 func commitBookmark(ctx context.Context, l log.Log, group, topic string) error {
-	info, err := l.Topic(ctx, topic)
+	offs, err := bookmarkOffsets(ctx, l, topic)
+	if err == nil {
+		err = log.CommitOffsets(ctx, l, group, offs)
+	}
 	if err != nil {
 		return fmt.Errorf("bookmark %s: %w", topic, err)
+	}
+	return nil
+}
+
+// bookmarkOffsets returns the current end offset of every partition of
+// topic: the bookmark to commit.
+func bookmarkOffsets(ctx context.Context, l log.Log, topic string) ([]log.TopicPartitionOffset, error) {
+	info, err := l.Topic(ctx, topic)
+	if err != nil {
+		return nil, err
 	}
 	offs := make([]log.TopicPartitionOffset, len(info.Partitions))
 	for i, p := range info.Partitions {
 		offs[i] = log.TopicPartitionOffset{Topic: topic, Partition: p.Partition, Offset: p.End}
 	}
-	if err := log.CommitOffsets(ctx, l, group, offs); err != nil {
-		return fmt.Errorf("bookmark %s: %w", topic, err)
-	}
-	return nil
+	return offs, nil
 }
 
 // sourcesAfterBookmark returns the values of header on the records of topic

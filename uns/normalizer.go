@@ -327,12 +327,9 @@ func (st *settler) settle(ctx context.Context, force bool) error {
 	}
 	var bookmark []log.TopicPartitionOffset
 	if len(st.done) == 0 {
-		info, err := n.l.Topic(ctx, PointsTopic)
-		if err != nil {
+		var err error
+		if bookmark, err = bookmarkOffsets(ctx, n.l, PointsTopic); err != nil {
 			return fmt.Errorf("uns normaliser: bookmark: %w", err)
-		}
-		for _, p := range info.Partitions {
-			bookmark = append(bookmark, log.TopicPartitionOffset{Topic: PointsTopic, Partition: p.Partition, Offset: p.End})
 		}
 	}
 	if err := st.c.CommitWith(ctx, bookmark...); err != nil {

@@ -300,25 +300,15 @@ func (s *offsetStore) compact() error {
 	return datasync(s.f)
 }
 
+// snapshotJSON encodes the table, sorted by group, topic and partition.
+// The caller holds mu.
 func (s *offsetStore) snapshotJSON() []byte {
 	var all []groupOffset
-	for g, ts := range s.table {
-		for t, ps := range ts {
-			for p, o := range ps {
-				all = append(all, groupOffset{Group: g, TopicPartitionOffset: mlog.TopicPartitionOffset{Topic: t, Partition: p, Offset: o}})
-			}
+	for _, g := range s.groupsLocked() {
+		for _, o := range g.Offsets {
+			all = append(all, groupOffset{Group: g.Group, TopicPartitionOffset: o})
 		}
 	}
-	sort.Slice(all, func(i, j int) bool {
-		a, b := all[i], all[j]
-		if a.Group != b.Group {
-			return a.Group < b.Group
-		}
-		if a.Topic != b.Topic {
-			return a.Topic < b.Topic
-		}
-		return a.Partition < b.Partition
-	})
 	b, _ := json.Marshal(struct {
 		Offsets []groupOffset `json:"offsets"`
 	}{all})
@@ -335,6 +325,12 @@ func (s *offsetStore) get(group, topic string, partition int32) (int64, bool) {
 func (s *offsetStore) groups() []mlog.GroupOffsets {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.groupsLocked()
+}
+
+// groupsLocked lists the table sorted by group, topic and partition. The
+// caller holds mu.
+func (s *offsetStore) groupsLocked() []mlog.GroupOffsets {
 	var out []mlog.GroupOffsets
 	for g, ts := range s.table {
 		gr := mlog.GroupOffsets{Group: g}

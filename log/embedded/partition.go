@@ -260,14 +260,11 @@ func (p *partition) write(q []pending) (int64, error) {
 			n++
 		}
 		b := e.finish()
-		if err := p.preallocate(seg, int64(len(b))); err != nil {
-			p.fail(fmt.Errorf("preallocate segment %s: %w", seg.path, err))
-			_ = seg.f.Truncate(seg.size)
-			seg.alloc = seg.size
-			q = q[n:]
-			continue
+		err := p.preallocate(seg, int64(len(b)))
+		if err == nil {
+			_, err = seg.f.WriteAt(b, seg.size)
 		}
-		if _, err := seg.f.WriteAt(b, seg.size); err != nil {
+		if err != nil {
 			p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
 			// Undo the partial write so the file ends at a batch boundary.
 			_ = seg.f.Truncate(seg.size)
