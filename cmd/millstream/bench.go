@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/signal"
 	"slices"
 	"strings"
@@ -16,7 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 const benchUsage = `Scenarios:
@@ -146,29 +145,8 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func connectBench(ctx context.Context, p ingestParams, id string) (paho.Client, error) {
-	o := paho.NewClientOptions().AddBroker(p.Broker).SetClientID(id).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
-		SetOrderMatters(false).SetConnectTimeout(5 * time.Second).SetKeepAlive(30 * time.Second).
-		SetMessageChannelDepth(10000)
-	if p.Username != "" {
-		o.SetUsername(p.Username).SetPassword(p.Password)
-	}
-	c := paho.NewClient(o)
-	t := c.Connect()
-	select {
-	case <-t.Done():
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	if err := t.Error(); err != nil {
-		return nil, fmt.Errorf("connect %s to %s: %w", id, p.Broker, err)
-	}
-	return c, nil
-}
-
 type pending struct {
-	tok  paho.Token
+	id   uint16
 	sent time.Time
 }
 
@@ -176,24 +154,29 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	res := ingestResult{Scenario: "ingest", ingestParams: p}
 	run := time.Now().UnixNano()
 	base := fmt.Sprintf("%s/%x", p.TopicBase, run)
+	kctx, stopPings := context.WithCancel(ctx)
+	defer stopPings()
 
 	var delivered atomic.Int64
-	sub, err := connectBench(ctx, p, fmt.Sprintf("bench-sub-%x", run))
+	sub, err := dialBench(ctx, p.Broker, fmt.Sprintf("bench-sub-%x", run), p.Username, p.Password)
 	if err != nil {
 		return res, err
 	}
-	defer sub.Disconnect(100)
-	st := sub.Subscribe(base+"/#", p.QoS, func(paho.Client, paho.Message) { delivered.Add(1) })
-	if !st.WaitTimeout(5*time.Second) || st.Error() != nil {
-		return res, fmt.Errorf("subscribe %s/#: %v", base, st.Error())
+	defer sub.close()
+	if err := sub.subscribe(base+"/#", p.QoS); err != nil {
+		return res, err
 	}
+	go sub.keepAlive(kctx)
+	subErr := make(chan error, 1)
+	go func() { subErr <- sub.receive(func() { delivered.Add(1) }) }()
 
-	pubs := make([]paho.Client, p.Publishers)
+	pubs := make([]*benchConn, p.Publishers)
 	for i := range pubs {
-		if pubs[i], err = connectBench(ctx, p, fmt.Sprintf("bench-pub-%x-%d", run, i)); err != nil {
+		if pubs[i], err = dialBench(ctx, p.Broker, fmt.Sprintf("bench-pub-%x-%d", run, i), p.Username, p.Password); err != nil {
 			return res, err
 		}
-		defer pubs[i].Disconnect(100)
+		defer pubs[i].close()
+		go pubs[i].keepAlive(kctx)
 	}
 
 	payload := make([]byte, p.Size)
@@ -210,28 +193,49 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	for i, c := range pubs {
 		window := make(chan pending, p.Inflight)
 		wg.Add(2)
-		go func() { // acknowledger: PUBACKs arrive in order, so wait in order
+		go func() { // reader: PUBACKs come in the order of the PUBLISHes [MQTT-4.6.0-2]
 			defer wg.Done()
+			failed := false
 			for pe := range window {
-				pe.tok.Wait()
-				if pe.tok.Error() != nil {
+				if failed {
 					errCount.Add(1)
 					continue
 				}
-				acked.Add(1)
-				if p.QoS > 0 {
-					lat[i] = append(lat[i], time.Since(pe.sent))
+				pk, err := c.read()
+				for err == nil && pk.FixedHeader.Type == packets.Pingresp {
+					pk, err = c.read()
 				}
+				switch {
+				case err != nil:
+					fmt.Fprintf(stderr, "bench ingest: publisher %d: %v\n", i, err)
+				case pk.FixedHeader.Type != packets.Puback || pk.PacketID != pe.id:
+					err = fmt.Errorf("expected the PUBACK of packet %d, got packet type %d id %d", pe.id, pk.FixedHeader.Type, pk.PacketID)
+					fmt.Fprintf(stderr, "bench ingest: publisher %d: %v\n", i, err)
+				}
+				if err != nil {
+					failed = true
+					errCount.Add(1)
+					_ = c.conn.Close() // the writer stops at its next write
+					continue
+				}
+				acked.Add(1)
+				lat[i] = append(lat[i], time.Since(pe.sent))
 			}
 		}()
-		go func() {
+		go func() { // writer
 			defer wg.Done()
 			defer close(window)
 			topic := fmt.Sprintf("%s/%d", base, i)
+			pk := packets.Packet{
+				FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: p.QoS},
+				TopicName:   topic,
+				Payload:     payload,
+			}
+			var id uint16
 			for n := 0; ; n++ {
 				now := time.Now()
 				if now.After(deadline) || ctx.Err() != nil {
-					return
+					break
 				}
 				if perPub > 0 {
 					due := start.Add(time.Duration(float64(n) / perPub * float64(time.Second)))
@@ -239,10 +243,26 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 						time.Sleep(d)
 					}
 				}
-				sent := time.Now()
-				window <- pending{tok: c.Publish(topic, p.QoS, false, payload), sent: sent}
+				if p.QoS > 0 {
+					if id++; id == 0 {
+						id = 1
+					}
+					pk.PacketID = id
+					window <- pending{id: id, sent: time.Now()}
+				}
+				if err := c.write(&pk); err != nil {
+					if p.QoS == 0 {
+						errCount.Add(1)
+					}
+					break
+				}
 				published.Add(1)
+				if p.QoS == 0 {
+					acked.Add(1)
+				}
 			}
+			// Outstanding PUBACKs get a bounded wait.
+			_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 		}()
 	}
 
@@ -289,7 +309,14 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 		res.AckMaxMillis = ms(all[len(all)-1])
 	}
 	if res.Errors > 0 {
-		fmt.Fprintf(os.Stderr, "bench ingest: %d publishes failed\n", res.Errors)
+		fmt.Fprintf(stderr, "bench ingest: %d publishes failed\n", res.Errors)
+	}
+	select {
+	case err := <-subErr:
+		if err != nil {
+			return res, fmt.Errorf("bench ingest: subscriber: %w", err)
+		}
+	default:
 	}
 	return res, nil
 }

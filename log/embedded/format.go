@@ -298,6 +298,51 @@ func readBatchAt(r io.ReaderAt, pos, limit int64) (batchHeader, []byte, error) {
 	return h, buf, nil
 }
 
+// readAhead is how much of a segment a fetch reads with one pread: a
+// consumer tailing a busy topic finds many small batches (one per group
+// commit) and read each with two preads and an allocation of its own.
+const readAhead = 64 << 10
+
+// chunkReader reads the batches of one segment, many per pread. Records
+// decoded from a chunk point into it, so a chunk is never reused.
+type chunkReader struct {
+	r     io.ReaderAt
+	start int64  // file position of buf[0]
+	buf   []byte // bytes [start, start+len(buf)) of the file
+}
+
+// batch returns the CRC-checked batch at pos of a segment whose valid bytes
+// end at limit.
+func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
+	if pos < c.start || pos+batchHeaderSize > c.start+int64(len(c.buf)) {
+		if limit-pos < batchHeaderSize {
+			return batchHeader{}, nil, fmt.Errorf("%w: short batch header at %d (%d bytes left)", errCorrupt, pos, limit-pos)
+		}
+		buf := make([]byte, min(limit-pos, readAhead))
+		if _, err := c.r.ReadAt(buf, pos); err != nil {
+			return batchHeader{}, nil, fmt.Errorf("read batch at %d: %w", pos, err)
+		}
+		c.start, c.buf = pos, buf
+	}
+	b := c.buf[pos-c.start:]
+	h, err := parseHeader(b)
+	if err != nil {
+		return h, nil, err
+	}
+	if pos+h.size() > limit {
+		return h, nil, fmt.Errorf("%w: short batch at %d (length %d, %d bytes left)", errCorrupt, pos, h.size(), limit-pos)
+	}
+	if h.size() > int64(len(b)) {
+		// Larger than what is left of the chunk: read it on its own.
+		return readBatchAt(c.r, pos, limit)
+	}
+	raw := b[:h.size():h.size()]
+	if err := checkCRC(raw); err != nil {
+		return h, nil, err
+	}
+	return h, raw, nil
+}
+
 // ScannedBatch is one valid batch found by ScanSegment.
 type ScannedBatch struct {
 	Pos        int64

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// benchLine is one JSON line of `millstream bench ingest`.
+type benchLine struct {
+	Phase     string  `json:"phase"`
+	QoS       int     `json:"qos"`
+	Published int64   `json:"published"`
+	Acked     int64   `json:"acked"`
+	Delivered int64   `json:"delivered"`
+	Errors    int64   `json:"errors"`
+	P50       float64 `json:"puback_p50_ms"`
+	P99       float64 `json:"puback_p99_ms"`
+}
+
+func runBenchIngest(t *testing.T, broker string, args ...string) []benchLine {
+	t.Helper()
+	cmd := exec.Command(millstreamBin(t), append([]string{"bench", "ingest", "--broker", broker}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("bench ingest %v: %v\n%s", args, err, stderr.String())
+	}
+	var lines []benchLine
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		var l benchLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("bench ingest output %q: %v", sc.Text(), err)
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// checkBench checks that every message of a phase was acknowledged and
+// delivered to the subscriber, in a run short and slow enough for any
+// broker to keep up.
+func checkBench(t *testing.T, name string, lines []benchLine, phases ...string) {
+	t.Helper()
+	if len(lines) != len(phases) {
+		t.Fatalf("%s: %d result lines, want %d: %+v", name, len(lines), len(phases), lines)
+	}
+	for i, l := range lines {
+		if l.Phase != phases[i] || l.Published == 0 || l.Acked != l.Published || l.Delivered != l.Published || l.Errors != 0 {
+			t.Errorf("%s: phase %d: %+v (want every message acknowledged and delivered)", name, i, l)
+		}
+		if l.QoS == 1 && (l.P50 <= 0 || l.P99 < l.P50) {
+			t.Errorf("%s: phase %d: PUBACK latencies p50 %v p99 %v", name, i, l.P50, l.P99)
+		}
+	}
+}
+
+// TestBenchIngest runs the ingest benchmark's own MQTT client against
+// Millstream and against mosquitto, the peer it is compared with.
+func TestBenchIngest(t *testing.T) {
+	s := startServer(t, writeConfig(t, t.TempDir(), ""))
+	ms := "tcp://127.0.0.1:" + s.port()
+	checkBench(t, "millstream qos 1", runBenchIngest(t, ms, "--publishers", "3", "--duration", "1s", "--phases", "peak,half"), "peak", "half")
+	checkBench(t, "millstream qos 0", runBenchIngest(t, ms, "--qos", "0", "--publishers", "2", "--duration", "1s", "--phases", "500"), "500")
+
+	mq := startMosquitto(t)
+	checkBench(t, "mosquitto qos 1", runBenchIngest(t, mq, "--publishers", "3", "--duration", "1s", "--phases", "300"), "300")
+}
+
+func TestBenchIngestErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--broker", "ws://127.0.0.1:1"}, `scheme "ws" is not supported`},
+		{[]string{"--broker", "tcp://127.0.0.1:1"}, "connect bench-sub-"},
+		{[]string{"--qos", "2"}, "--qos must be 0 or 1"},
+	} {
+		cmd := exec.Command(millstreamBin(t), append([]string{"bench", "ingest", "--duration", "1s"}, tc.args...)...)
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("bench ingest %v: %v\n%s\nwant an error containing %q", tc.args, err, out, tc.want)
+		}
+	}
+}
+
+// startMosquitto runs a mosquitto broker (Debian package mosquitto) on a
+// free loopback port and returns its URL.
+func startMosquitto(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("mosquitto")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/mosquitto"); serr == nil {
+			bin = "/usr/sbin/mosquitto"
+		} else if os.Getenv("CI") == "true" {
+			t.Fatal("mosquitto is required under CI=true (apt-get install mosquitto)")
+		} else {
+			t.Skip("mosquitto not installed (apt-get install mosquitto)")
+		}
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	if err := os.WriteFile(conf, []byte("listener "+strconv.Itoa(port)+" 127.0.0.1\nallow_anonymous true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-c", conf)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return "tcp://" + addr
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mosquitto did not start listening on %s: %s", addr, stderr.String())
+		}
+	}
+}
