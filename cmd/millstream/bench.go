@@ -83,7 +83,7 @@ type ingestResult struct {
 func benchIngest(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bench ingest", stderr)
 	var p ingestParams
-	fs.StringVar(&p.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL")
+	fs.StringVar(&p.Broker, "broker", "tcp://127.0.0.1:1883", "MQTT broker URL: tcp://host:port or tls://host:port")
 	fs.StringVar(&p.Target, "target", "millstream", "label for the broker under test, copied into the results")
 	fs.IntVar(&p.Publishers, "publishers", 8, "concurrent publishing clients")
 	qos := fs.Int("qos", 1, "publish and subscribe QoS (0 or 1)")
