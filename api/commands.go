@@ -16,7 +16,7 @@ import (
 // (uns.Commander).
 type Commands interface {
 	Submit(ctx context.Context, req uns.CommandRequest) (*mlog.Record, error)
-	Await(ctx context.Context, id string) (uns.AuditRecord, bool)
+	Await(ctx context.Context, id, ref string) (uns.AuditRecord, bool)
 }
 
 // maxCommandBody bounds a command request body.
@@ -86,7 +86,7 @@ func (s *Server) postCommand(w http.ResponseWriter, r *http.Request) {
 	out := commandAccepted{ID: req.ID, Status: "pending", Topic: rec.Topic, Partition: rec.Partition, Offset: rec.Offset}
 	if wait > 0 {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
-		a, ok := s.cmds.Await(ctx, req.ID)
+		a, ok := s.cmds.Await(ctx, req.ID, uns.CommandRef(rec))
 		cancel()
 		if ok {
 			out.Status, out.Audit = a.Status, &a

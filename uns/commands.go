@@ -209,6 +209,12 @@ func NewCommander(l log.Log, norm *Normalizer, opts CommanderOptions) (*Commande
 	return c, nil
 }
 
+// CommandRef names a request record: "<topic>/<partition>/<offset>", as
+// AuditRecord.Command does.
+func CommandRef(r *log.Record) string {
+	return r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)
+}
+
 // Submit appends a request to CommandsTopic and returns once it is durable.
 func (c *Commander) Submit(ctx context.Context, req CommandRequest) (*log.Record, error) {
 	v, err := json.Marshal(req)
@@ -231,14 +237,18 @@ func (c *Commander) Submit(ctx context.Context, req CommandRequest) (*log.Record
 
 // Await returns the audit record of request id once the Commander has
 // handled it, or false when ctx ends first. Only requests handled by this
-// process since it started are known.
-func (c *Commander) Await(ctx context.Context, id string) (AuditRecord, bool) {
+// process since it started are known. With ref (CommandRef of the request
+// record Submit returned) it waits for the outcome of that very request: a
+// request resubmitted with the same id, say after it was refused because
+// its edge node was not yet born, must not be answered with the earlier
+// refusal, or the client retries again and the command is sent twice.
+func (c *Commander) Await(ctx context.Context, id, ref string) (AuditRecord, bool) {
 	for {
 		c.mu.Lock()
 		a, ok := c.results[id]
 		ch := c.changed
 		c.mu.Unlock()
-		if ok {
+		if ok && (ref == "" || a.Command == ref) {
 			return a, true
 		}
 		select {
@@ -365,7 +375,7 @@ func (c *Commander) Run(ctx context.Context) error {
 func (c *Commander) handle(ctx context.Context, r *log.Record, src string) error {
 	now := c.opts.Now()
 	a := AuditRecord{RequestedAt: r.Timestamp, HandledAt: now,
-		Command: r.Topic + "/" + strconv.Itoa(int(r.Partition)) + "/" + strconv.FormatInt(r.Offset, 10)}
+		Command: CommandRef(r)}
 	var req CommandRequest
 	var cmd sparkplug.Command
 	err := json.Unmarshal(r.Value, &req)

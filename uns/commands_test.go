@@ -124,7 +124,7 @@ func TestCommanderSendsTypedCommandsWithAudit(t *testing.T) {
 		if _, err := c.Submit(ctx, req); err != nil {
 			t.Fatal(err)
 		}
-		a, ok := c.Await(ctx, req.ID)
+		a, ok := c.Await(ctx, req.ID, "")
 		if !ok {
 			t.Fatalf("case %d: no audit result", i)
 		}
@@ -174,8 +174,17 @@ func TestCommanderRefusesOldAndDisallowedCommands(t *testing.T) {
 	if _, err := c.Submit(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if a, ok := c.Await(ctx, "r1"); !ok || a.Status != CommandRejected || !strings.Contains(a.Reason, "commands.allow") {
+	if a, ok := c.Await(ctx, "r1", ""); !ok || a.Status != CommandRejected || !strings.Contains(a.Reason, "commands.allow") {
 		t.Errorf("default allow list: %+v", a)
+	}
+	// Resubmitted with the same id: awaited by its record, the answer is
+	// the new request's, not the earlier one's.
+	rec, err := c.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := c.Await(ctx, "r1", CommandRef(rec)); !ok || a.Command != CommandRef(rec) {
+		t.Errorf("resubmitted r1: got the outcome of %s, want that of %s", a.Command, CommandRef(rec))
 	}
 	stop()
 
@@ -188,7 +197,7 @@ func TestCommanderRefusesOldAndDisallowedCommands(t *testing.T) {
 	c2, _ := NewCommander(l, n, CommanderOptions{Allow: []string{"#"}, Publish: pub.publish, Logger: quiet, Now: func() time.Time { return later }})
 	stop = runCommander(t, c2)
 	defer stop()
-	if a, ok := c2.Await(ctx, "r2"); !ok || a.Status != CommandExpired || !strings.Contains(a.Reason, "commands.max_age") {
+	if a, ok := c2.Await(ctx, "r2", ""); !ok || a.Status != CommandExpired || !strings.Contains(a.Reason, "commands.max_age") {
 		t.Errorf("old request: %+v", a)
 	}
 	if pub.len() != 0 {
@@ -196,7 +205,7 @@ func TestCommanderRefusesOldAndDisallowedCommands(t *testing.T) {
 	}
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()
-	if _, ok := c2.Await(short, "r1"); ok {
+	if _, ok := c2.Await(short, "r1", ""); ok {
 		t.Error("r1 was handled again after the restart")
 	}
 	if _, err := NewCommandRequest("", "acme/press7/Count", json.RawMessage("null"), ""); err == nil {
@@ -225,7 +234,7 @@ func TestCommanderNeverSendsTwice(t *testing.T) {
 	if _, err := c.Submit(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if a, ok := c.Await(ctx, "a"); !ok || a.Status != CommandSent {
+	if a, ok := c.Await(ctx, "a", ""); !ok || a.Status != CommandSent {
 		t.Fatalf("first command: %+v", a)
 	}
 	stop()
@@ -248,12 +257,12 @@ func TestCommanderNeverSendsTwice(t *testing.T) {
 	if _, err := c2.Submit(ctx, req); err != nil {
 		t.Fatal(err)
 	}
-	if a, ok := c2.Await(ctx, "b"); !ok || a.Status != CommandSent {
+	if a, ok := c2.Await(ctx, "b", ""); !ok || a.Status != CommandSent {
 		t.Fatalf("second command: %+v", a)
 	}
 	short, cancelShort := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancelShort()
-	if _, ok := c2.Await(short, "a"); ok {
+	if _, ok := c2.Await(short, "a", ""); ok {
 		t.Error("command a handled again")
 	}
 	if pub.len() != 2 || pub.msgs[1].payload.Metrics[0].GetIntValue() != 6 {
