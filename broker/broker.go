@@ -180,6 +180,7 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 		b.access.maxConns = lim.MaxConnections
 	}
 	b.ingest = &ingestHook{b: b, topic: cfg.IngressTopic, fanout: b.srv.NewClient(nil, mqtt.LocalListener, "millstream-fanout", true), idle: make(chan *acker)}
+	b.ingest.newFanners()
 	b.state = newStateHook(b, opts.StateTopic, opts.StateCompactRecords)
 	for _, h := range []mqtt.Hook{b.access, b.ingest, b.state} {
 		if err := b.srv.AddHook(h, nil); err != nil {

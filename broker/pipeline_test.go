@@ -520,3 +520,85 @@ func TestSparkplugMessagesShareTheirNodePartition(t *testing.T) {
 		}
 	}
 }
+
+// TestManyPublishersAllAcknowledged has 32 publishers, each keeping 16
+// messages in flight over a raw MQTT 3.1.1 connection (one in five QoS 0),
+// and one subscriber on "#". Every QoS 1 message must be acknowledged, every
+// message delivered, each publisher's in order. Acknowledgements of many
+// clients finish together here and are fanned out while their records are
+// recycled: a lost drain wake-up leaves a publisher waiting for a PUBACK.
+func TestManyPublishersAllAcknowledged(t *testing.T) {
+	l := openPartitionedLog(t, 2)
+	b := startBroker(t, testConfig(), l, Options{})
+	const pubs, per, window = 32, 400, 16
+
+	sub := rawSubscribe(t, b.addr("tcp"), "many-sub", "many/#")
+	delivered := make(chan error, 1)
+	go func() {
+		last := map[string]int{}
+		for got := 0; got < pubs*per; got++ {
+			topic, _, n, err := sub.next()
+			if err != nil {
+				delivered <- fmt.Errorf("after %d messages: %w", got, err)
+				return
+			}
+			if prev, ok := last[topic]; ok && n <= prev {
+				delivered <- fmt.Errorf("%s: message %d delivered after %d", topic, n, prev)
+				return
+			}
+			last[topic] = n
+		}
+		delivered <- nil
+	}()
+
+	var wg sync.WaitGroup
+	errs := make(chan error, pubs)
+	for p := range pubs {
+		conn := rawConnect(t, b.addr("tcp"), fmt.Sprintf("many-pub-%d", p))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			topic := mqttString(fmt.Sprintf("many/%d", p))
+			r := bufio.NewReader(conn)
+			var inflight []uint16 // packet ids awaiting their PUBACK, oldest first
+			for i := 0; i < per || len(inflight) > 0; {
+				if i < per && len(inflight) < window {
+					payload := []byte(strconv.Itoa(i))
+					var pk []byte
+					if i%5 == 0 {
+						pk = mqttPacket(0x30, append(append([]byte{}, topic...), payload...))
+					} else {
+						id := uint16(i + 1)
+						body := append(binary.BigEndian.AppendUint16(append([]byte{}, topic...), id), payload...)
+						pk = mqttPacket(0x32, body)
+						inflight = append(inflight, id)
+					}
+					if _, err := conn.Write(pk); err != nil {
+						errs <- err
+						return
+					}
+					i++
+					continue
+				}
+				typ, body, err := readPacket(r)
+				if err != nil {
+					errs <- fmt.Errorf("publisher %d waiting for the PUBACK of %d (%d of %d sent): %w", p, inflight[0], i, per, err)
+					return
+				}
+				if id := binary.BigEndian.Uint16(body); typ != 0x40 || id != inflight[0] {
+					errs <- fmt.Errorf("publisher %d: packet %x id %d, want the PUBACK of %d", p, typ, id, inflight[0])
+					return
+				}
+				inflight = inflight[1:]
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := <-delivered; err != nil {
+		t.Fatal(err)
+	}
+}
