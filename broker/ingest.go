@@ -432,30 +432,32 @@ func (h *ingestHook) startWorkers(n int) {
 // next messages need only the PUBACKs.
 func (a *acker) drain() {
 	cc, _ := a.cl.Net.Conn.(*corkConn)
-	var run []*ingressRecord
 	for {
 		a.mu.Lock()
-		run = run[:0]
+		n := 0
 		for _, ir := range a.q[a.handed:] {
-			if !ir.finished || len(run) == maxRun {
+			if !ir.finished || n == maxRun {
 				break
 			}
-			run = append(run, ir)
+			n++
 		}
-		if len(run) == 0 {
+		if n == 0 {
 			a.draining = false
 			a.mu.Unlock()
 			return
 		}
-		a.handed += len(run)
+		items := make([]fanItem, n)
+		for i, ir := range a.q[a.handed : a.handed+n] {
+			items[i].ir = ir
+		}
+		a.handed += n
 		a.mu.Unlock()
 
 		if cc != nil {
 			cc.cork()
 		}
-		items := make([]fanItem, len(run))
-		for i, ir := range run {
-			items[i] = fanItem{ir: ir, ok: a.ack(ir)}
+		for i := range items {
+			items[i].ok = a.ack(items[i].ir)
 		}
 		if cc != nil {
 			cc.uncork()
