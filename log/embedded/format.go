@@ -312,11 +312,13 @@ type chunkReader struct {
 }
 
 // batch returns the CRC-checked batch at pos of a segment whose valid bytes
-// end at limit.
+// end at limit. A batch the chunk does not hold whole (larger than what is
+// left of it, or torn) goes to readBatchAt, which reads it on its own and
+// reports what is wrong with it.
 func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 	if pos < c.start || pos+batchHeaderSize > c.start+int64(len(c.buf)) {
 		if limit-pos < batchHeaderSize {
-			return batchHeader{}, nil, fmt.Errorf("%w: short batch header at %d (%d bytes left)", errCorrupt, pos, limit-pos)
+			return readBatchAt(c.r, pos, limit)
 		}
 		buf := make([]byte, min(limit-pos, readAhead))
 		if _, err := c.r.ReadAt(buf, pos); err != nil {
@@ -329,11 +331,7 @@ func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 	if err != nil {
 		return h, nil, err
 	}
-	if pos+h.size() > limit {
-		return h, nil, fmt.Errorf("%w: short batch at %d (length %d, %d bytes left)", errCorrupt, pos, h.size(), limit-pos)
-	}
 	if h.size() > int64(len(b)) {
-		// Larger than what is left of the chunk: read it on its own.
 		return readBatchAt(c.r, pos, limit)
 	}
 	raw := b[:h.size():h.size()]
