@@ -21,8 +21,9 @@ import (
 const benchUsage = `Scenarios:
   ingest   P MQTT publishers x QoS 0/1 x small payloads into a broker, with a
            subscriber on the benchmark topics. Runs a peak phase (as fast as
-           the broker acknowledges) and then a phase at half the peak rate;
-           prints one JSON line per phase: messages/s published and delivered,
+           the broker acknowledges) and then a phase at half the peak rate,
+           each after a warm-up (--warmup) that is not counted; prints one
+           JSON line per phase: messages/s published and delivered,
            publish->PUBACK p50/p99/max.
   uns      Simulated Sparkplug edge nodes (NODES x DEVICES x METRICS at RATE
            DDATA/s per device) publish through the broker while a client of
@@ -60,9 +61,10 @@ type ingestParams struct {
 	Phase      string  `json:"phase"`
 	Rate       float64 `json:"rate_target"`
 	Duration   time.Duration
-	Username   string `json:"-"`
-	Password   string `json:"-"`
-	TopicBase  string `json:"-"`
+	Warmup     time.Duration `json:"-"`
+	Username   string        `json:"-"`
+	Password   string        `json:"-"`
+	TopicBase  string        `json:"-"`
 }
 
 type ingestResult struct {
@@ -89,7 +91,8 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 	qos := fs.Int("qos", 1, "publish and subscribe QoS (0 or 1)")
 	fs.IntVar(&p.Size, "size", 64, "payload bytes")
 	fs.IntVar(&p.Inflight, "inflight", 16, "unacknowledged QoS 1 messages per publisher")
-	fs.DurationVar(&p.Duration, "duration", 10*time.Second, "length of each phase")
+	fs.DurationVar(&p.Duration, "duration", 10*time.Second, "length of each phase, after its warm-up")
+	fs.DurationVar(&p.Warmup, "warmup", 2*time.Second, "load sent at the start of each phase and not counted (connections, new topics, first segments)")
 	phases := fs.String("phases", "peak,half", "phases to run: peak (unthrottled), half (half the measured peak rate), or a rate in msgs/s")
 	fs.StringVar(&p.Username, "username", "", "MQTT username")
 	fs.StringVar(&p.Password, "password", "", "MQTT password")
@@ -101,8 +104,8 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: --qos must be 0 or 1", errUsage)
 	}
 	p.QoS = byte(*qos)
-	if p.Publishers < 1 || p.Size < 1 || p.Inflight < 1 || p.Duration <= 0 {
-		return fmt.Errorf("%w: --publishers, --size, --inflight and --duration must be positive", errUsage)
+	if p.Publishers < 1 || p.Size < 1 || p.Inflight < 1 || p.Duration <= 0 || p.Warmup < 0 {
+		return fmt.Errorf("%w: --publishers, --size, --inflight and --duration must be positive, --warmup not negative", errUsage)
 	}
 	if p.Duration > 10*time.Minute {
 		return fmt.Errorf("%w: --duration is capped at 10m so a benchmark always ends", errUsage)
@@ -145,9 +148,14 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
+// warmupMark is the first payload byte of messages sent during the warm-up
+// (the others start with 'a').
+const warmupMark = 'w'
+
 type pending struct {
-	id   uint16
-	sent time.Time
+	id      uint16
+	sent    time.Time
+	counted bool // sent after the warm-up
 }
 
 func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestResult, error) {
@@ -168,7 +176,17 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	}
 	go sub.keepAlive(kctx)
 	subErr := make(chan error, 1)
-	go func() { subErr <- sub.receive(func() { delivered.Add(1) }) }()
+	// Warm-up messages start with warmupMark; only the others count as
+	// delivered.
+	var received atomic.Int64
+	go func() {
+		subErr <- sub.receive(func(payload []byte) {
+			received.Add(1)
+			if len(payload) > 0 && payload[0] != warmupMark {
+				delivered.Add(1)
+			}
+		})
+	}()
 
 	pubs := make([]*benchConn, p.Publishers)
 	for i := range pubs {
@@ -183,10 +201,14 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	for i := range payload {
 		payload[i] = byte('a' + i%26)
 	}
-	var published, acked, errCount atomic.Int64
+	warmPayload := slices.Clone(payload)
+	warmPayload[0] = warmupMark
+	// sent counts every PUBLISH, published only those after the warm-up.
+	var sent, published, acked, errCount atomic.Int64
 	lat := make([][]time.Duration, p.Publishers)
-	deadline := time.Now().Add(p.Duration)
 	start := time.Now()
+	measureFrom := start.Add(p.Warmup)
+	deadline := measureFrom.Add(p.Duration)
 	perPub := p.Rate / float64(p.Publishers)
 
 	var wg sync.WaitGroup
@@ -218,8 +240,10 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 					_ = c.conn.Close() // the writer stops at its next write
 					continue
 				}
-				acked.Add(1)
-				lat[i] = append(lat[i], time.Since(pe.sent))
+				if pe.counted {
+					acked.Add(1)
+					lat[i] = append(lat[i], time.Since(pe.sent))
+				}
 			}
 		}()
 		go func() { // writer
@@ -238,17 +262,26 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 					break
 				}
 				if perPub > 0 {
-					due := start.Add(time.Duration(float64(n) / perPub * float64(time.Second)))
+					// Publisher i starts i/P of a period late, so the publishers
+					// together send an even stream, as independent devices do,
+					// instead of all P messages at the same instant.
+					due := start.Add(time.Duration((float64(n) + float64(i)/float64(p.Publishers)) / perPub * float64(time.Second)))
 					if d := due.Sub(now); d > 0 {
 						time.Sleep(d)
 					}
+				}
+				at := time.Now()
+				counted := !at.Before(measureFrom)
+				pk.Payload = payload
+				if !counted {
+					pk.Payload = warmPayload
 				}
 				if p.QoS > 0 {
 					if id++; id == 0 {
 						id = 1
 					}
 					pk.PacketID = id
-					window <- pending{id: id, sent: time.Now()}
+					window <- pending{id: id, sent: at, counted: counted}
 				}
 				if err := c.write(&pk); err != nil {
 					if p.QoS == 0 {
@@ -256,9 +289,12 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 					}
 					break
 				}
-				published.Add(1)
-				if p.QoS == 0 {
-					acked.Add(1)
+				sent.Add(1)
+				if counted {
+					published.Add(1)
+					if p.QoS == 0 {
+						acked.Add(1)
+					}
 				}
 			}
 			// Outstanding PUBACKs get a bounded wait.
@@ -277,15 +313,19 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 				return
 			case <-t.C:
 				el := time.Since(start).Seconds()
-				fmt.Fprintf(stderr, "bench ingest %s/%s: %.0fs, %.0f published/s, %.0f delivered/s\n",
-					p.Target, p.Phase, el, float64(published.Load())/el, float64(delivered.Load())/el)
+				label := ""
+				if time.Now().Before(measureFrom) {
+					label = " (warm-up)"
+				}
+				fmt.Fprintf(stderr, "bench ingest %s/%s: %.0fs%s, %.0f published/s, %.0f delivered/s\n",
+					p.Target, p.Phase, el, label, float64(sent.Load())/el, float64(delivered.Load())/el)
 			}
 		}
 	}()
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed := time.Since(measureFrom)
 	// Let in-flight deliveries drain, bounded.
-	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && delivered.Load() < published.Load(); {
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && received.Load() < sent.Load(); {
 		time.Sleep(20 * time.Millisecond)
 	}
 	close(done)

@@ -70,11 +70,11 @@ func checkBench(t *testing.T, name string, lines []benchLine, phases ...string) 
 func TestBenchIngest(t *testing.T) {
 	s := startServer(t, writeConfig(t, t.TempDir(), ""))
 	ms := "tcp://127.0.0.1:" + s.port()
-	checkBench(t, "millstream qos 1", runBenchIngest(t, ms, "--publishers", "3", "--duration", "1s", "--phases", "peak,half"), "peak", "half")
-	checkBench(t, "millstream qos 0", runBenchIngest(t, ms, "--qos", "0", "--publishers", "2", "--duration", "1s", "--phases", "500"), "500")
+	checkBench(t, "millstream qos 1", runBenchIngest(t, ms, "--publishers", "3", "--duration", "1s", "--warmup", "500ms", "--phases", "peak,half"), "peak", "half")
+	checkBench(t, "millstream qos 0", runBenchIngest(t, ms, "--qos", "0", "--publishers", "2", "--duration", "1s", "--warmup", "0s", "--phases", "500"), "500")
 
 	mq := startMosquitto(t)
-	checkBench(t, "mosquitto qos 1", runBenchIngest(t, mq, "--publishers", "3", "--duration", "1s", "--phases", "300"), "300")
+	checkBench(t, "mosquitto qos 1", runBenchIngest(t, mq, "--publishers", "3", "--duration", "1s", "--warmup", "300ms", "--phases", "300"), "300")
 }
 
 func TestBenchIngestErrors(t *testing.T) {
@@ -85,6 +85,7 @@ func TestBenchIngestErrors(t *testing.T) {
 		{[]string{"--broker", "ws://127.0.0.1:1"}, `scheme "ws" is not supported`},
 		{[]string{"--broker", "tcp://127.0.0.1:1"}, "connect bench-sub-"},
 		{[]string{"--qos", "2"}, "--qos must be 0 or 1"},
+		{[]string{"--warmup", "-1s"}, "--warmup not negative"},
 	} {
 		cmd := exec.Command(millstreamBin(t), append([]string{"bench", "ingest", "--duration", "1s"}, tc.args...)...)
 		out, err := cmd.CombinedOutput()

@@ -228,7 +228,7 @@ func (bc *benchConn) subscribe(filter string, qos byte) error {
 // bench less, but a broker that sends only up to its inflight limit, as
 // mosquitto does with 20, then waits for the whole batch, which halved
 // mosquitto's delivery rate.)
-func (bc *benchConn) receive(count func()) error {
+func (bc *benchConn) receive(count func(payload []byte)) error {
 	for {
 		pk, err := bc.read()
 		if err != nil {
@@ -240,7 +240,7 @@ func (bc *benchConn) receive(count func()) error {
 		if pk.FixedHeader.Type != packets.Publish {
 			continue // PINGRESP
 		}
-		count()
+		count(pk.Payload)
 		if pk.FixedHeader.Qos == 0 {
 			continue
 		}

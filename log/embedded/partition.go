@@ -422,16 +422,65 @@ func (p *partition) syncAndRelease(q []pending) {
 	}
 }
 
+// segView is a segment's published state, copied under the partition's mu
+// so that readers do their file reads and decoding without holding it. A
+// reader holding mu while it read (or while the scheduler preempted it) kept
+// the writer from publishing the next group commit: at 13k msg/s the writer
+// waited up to 40 ms for mu, and every publisher waited with it.
+//
+// Reading a file outside mu is safe because published bytes never change
+// and os.File reference-counts its descriptor: a segment deleted by
+// retention (or closed by Close) meanwhile fails the read with os.ErrClosed
+// instead of reading another file.
+type segView struct {
+	s      *segment
+	synced int64
+	next   int64
+	maxTs  int64
+	index  []indexEntry
+	tindex []timeEntry
+}
+
+func (s *segment) view() segView {
+	return segView{s: s, synced: s.synced, next: s.next, maxTs: s.maxTs, index: s.index, tindex: s.tindex}
+}
+
+// viewsFrom copies the published state of segments i.. into buf. The
+// caller holds mu.
+func (p *partition) viewsFrom(i int, buf []segView) []segView {
+	for _, s := range p.segs[i:] {
+		buf = append(buf, s.view())
+	}
+	return buf
+}
+
+// readFailed turns a read that lost its segment to retention into the error
+// a fetch below the log start gets.
+func (p *partition) readFailed(offset int64, err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		p.mu.RLock()
+		start, end := p.start, p.end
+		p.mu.RUnlock()
+		if offset < start {
+			return fmt.Errorf("%w: offset %d of %s/%d was deleted while being read (readable range is [%d, %d])", mlog.ErrOffsetOutOfRange, offset, p.topic, p.id, start, end)
+		}
+	}
+	return err
+}
+
 // read returns records from offset on, or the channel that closes when more
 // become durable.
 func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <-chan struct{}, error) {
 	p.mu.RLock()
-	defer p.mu.RUnlock()
 	if offset < p.start || offset > p.end {
-		return nil, nil, fmt.Errorf("%w: offset %d of %s/%d (readable range is [%d, %d])", mlog.ErrOffsetOutOfRange, offset, p.topic, p.id, p.start, p.end)
+		err := fmt.Errorf("%w: offset %d of %s/%d (readable range is [%d, %d])", mlog.ErrOffsetOutOfRange, offset, p.topic, p.id, p.start, p.end)
+		p.mu.RUnlock()
+		return nil, nil, err
 	}
 	if offset == p.end {
-		return nil, p.wake, nil
+		wake := p.wake
+		p.mu.RUnlock()
+		return nil, wake, nil
 	}
 	i := sort.Search(len(p.segs), func(i int) bool { return p.segs[i].base > offset }) - 1
 	if i < 0 {
@@ -440,22 +489,26 @@ func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <
 	// Sized for what there is to read, up to the limit: growing it by
 	// appending was a fifth of the bytes a busy broker allocated.
 	n := min(p.end-offset, 1024)
+	var buf [4]segView
+	views := p.viewsFrom(i, buf[:0])
+	p.mu.RUnlock()
+
 	if opts.MaxRecords > 0 {
 		n = min(n, int64(opts.MaxRecords))
 	}
 	out := make([]mlog.Record, 0, n)
 	bytes := 0
-	for ; i < len(p.segs); i++ {
-		s := p.segs[i]
-		if s.next <= offset {
+	for _, v := range views {
+		s := v.s
+		if v.next <= offset {
 			continue // offset lies in a gap left by a truncated sealed segment
 		}
-		pos := s.lookup(offset)
+		pos := v.lookup(offset)
 		cr := chunkReader{r: s.f}
-		for pos < s.synced {
-			h, raw, err := cr.batch(pos, s.synced)
+		for pos < v.synced {
+			h, raw, err := cr.batch(pos, v.synced)
 			if err != nil {
-				return out, nil, fmt.Errorf("read %s/%d at offset %d: %s at position %d: %w", p.topic, p.id, offset, s.path, pos, err)
+				return out, nil, p.readFailed(offset, fmt.Errorf("read %s/%d at offset %d: %s at position %d: %w", p.topic, p.id, offset, s.path, pos, err))
 			}
 			pos += h.size()
 			if h.nextOffset() <= offset {
@@ -485,22 +538,25 @@ func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <
 
 func (p *partition) offsetForTime(ts int64) (int64, error) {
 	p.mu.RLock()
-	defer p.mu.RUnlock()
-	for _, s := range p.segs {
-		if s.synced == 0 || s.maxTs < ts || s.next <= p.start {
+	start, end := p.start, p.end
+	views := p.viewsFrom(0, nil)
+	p.mu.RUnlock()
+	for _, v := range views {
+		s := v.s
+		if v.synced == 0 || v.maxTs < ts || v.next <= start {
 			continue
 		}
-		pos := s.lookupTime(ts)
-		for pos < s.synced {
-			h, raw, err := readBatchAt(s.f, pos, s.synced)
+		pos := v.lookupTime(ts)
+		for pos < v.synced {
+			h, raw, err := readBatchAt(s.f, pos, v.synced)
 			if err != nil {
-				return 0, fmt.Errorf("offset for time in %s/%d: %s: %w", p.topic, p.id, s.path, err)
+				return 0, p.readFailed(start, fmt.Errorf("offset for time in %s/%d: %s: %w", p.topic, p.id, s.path, err))
 			}
 			pos += h.size()
-			if h.maxTs < ts || h.nextOffset() <= p.start {
+			if h.maxTs < ts || h.nextOffset() <= start {
 				continue
 			}
-			recs, err := decodeRecords(raw, h, p.topic, p.id, max(h.baseOffset, p.start), nil)
+			recs, err := decodeRecords(raw, h, p.topic, p.id, max(h.baseOffset, start), nil)
 			if err != nil {
 				return 0, err
 			}
@@ -511,7 +567,7 @@ func (p *partition) offsetForTime(ts int64) (int64, error) {
 			}
 		}
 	}
-	return p.end, nil
+	return end, nil
 }
 
 func (p *partition) info() mlog.PartitionInfo {

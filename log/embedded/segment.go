@@ -94,8 +94,8 @@ func (s *segment) noteBatch(pos int64, base int64, count int, maxTs int64, size 
 }
 
 // lookup returns the file position to start scanning for offset.
-func (s *segment) lookup(offset int64) int64 {
-	rel := offset - s.base
+func (s segView) lookup(offset int64) int64 {
+	rel := offset - s.s.base
 	i := sort.Search(len(s.index), func(i int) bool { return int64(s.index[i].rel) > rel })
 	if i == 0 {
 		return 0
@@ -104,7 +104,7 @@ func (s *segment) lookup(offset int64) int64 {
 }
 
 // lookupTime returns the file position to start scanning for timestamp ts.
-func (s *segment) lookupTime(ts int64) int64 {
+func (s segView) lookupTime(ts int64) int64 {
 	i := sort.Search(len(s.tindex), func(i int) bool { return s.tindex[i].maxBefore >= ts })
 	if i == 0 {
 		return 0
