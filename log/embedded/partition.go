@@ -245,8 +245,10 @@ func (p *partition) write(q []pending) (int64, error) {
 		seg := p.active
 		if seg.size > 0 && (seg.size >= p.l.opts.SegmentBytes || time.Since(seg.created) >= p.l.opts.SegmentAge) {
 			if err := p.roll(); err != nil {
+				// Stop here: the records left get the error from
+				// syncAndRelease. (Retrying the roll spun forever.)
 				p.fail(err)
-				continue
+				return total, p.failed
 			}
 			seg = p.active
 		}
@@ -269,8 +271,9 @@ func (p *partition) write(q []pending) (int64, error) {
 			// Undo the partial write so the file ends at a batch boundary.
 			_ = seg.f.Truncate(seg.size)
 			seg.alloc = seg.size
-			q = q[n:]
-			continue
+			// Nothing more is written after a failure, so no later batch
+			// can reach the file that its producer was told had failed.
+			return total, p.failed
 		}
 		seg.noteBatch(seg.size, seg.wnext, n, e.maxTs, int64(len(b)))
 		seg.alloc = max(seg.alloc, seg.size)

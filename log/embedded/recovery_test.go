@@ -675,3 +675,41 @@ func TestPreallocatedSegmentsRoll(t *testing.T) {
 	}
 	checkValues(t, readAll(t, l, "t", 0), vals)
 }
+
+// TestRollFailureFailsAppends removes a partition's directory under the
+// log, so that rolling to a new segment fails: the records waiting for the
+// roll, and every later one, must get an error instead of hanging (the
+// writer used to retry the roll forever, at full CPU).
+func TestRollFailureFailsAppends(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{SegmentBytes: 8 << 10})
+	createTopic(t, l, "t", log.TopicConfig{Partitions: 1})
+	val := bytes.Repeat([]byte("v"), 1<<10)
+	if err := l.ProduceSync(bg, &log.Record{Topic: "t", Value: val}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(l.topicDir("t"), "0")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	var failed int
+	for i := 0; i < 20; i++ {
+		err := l.ProduceSync(ctx, &log.Record{Topic: "t", Value: val})
+		if ctx.Err() != nil {
+			t.Fatalf("append %d still waiting after 10 s: the writer is stuck", i)
+		}
+		if err != nil {
+			failed++
+		}
+	}
+	if failed == 0 {
+		t.Fatal("160 KiB appended to 8 KiB segments whose directory is gone, and no append failed")
+	}
+	info, err := l.Topic(bg, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end := info.Partitions[0].End; end > 20 {
+		t.Fatalf("end offset %d after at most 20 appends", end)
+	}
+}
