@@ -16,7 +16,7 @@ import (
 // Inflight is a map of InflightMessage keyed on packet id.
 type Inflight struct {
 	sync.RWMutex
-	internal map[uint16]packets.Packet // internal contains the inflight packets
+	internal map[uint16]*packets.Packet // internal contains the inflight packets (Millstream patch: pooled pointers, see inflightPool)
 	order    map[uint16]uint64         // insertion sequence of each packet id (Millstream patch)
 	next     uint64                    // next insertion sequence
 	parked   int                       // packets waiting for send quota (Expiry < 0) (Millstream patch)
@@ -38,10 +38,17 @@ type Inflight struct {
 // NewInflights returns a new instance of an Inflight packets map.
 func NewInflights() *Inflight {
 	return &Inflight{
-		internal: map[uint16]packets.Packet{},
+		internal: map[uint16]*packets.Packet{},
 		order:    map[uint16]uint64{},
 	}
 }
+
+// inflightPool holds the packets of inflight stores (Millstream patch). The
+// map held 800-byte packets by value, which Go's map stores out of line: a
+// heap allocation for every QoS 1/2 message sent to a subscriber. Pointers
+// to a packet never leave the store (every accessor returns a copy), so a
+// deleted one is reused.
+var inflightPool = sync.Pool{New: func() any { return new(packets.Packet) }}
 
 // Set adds or updates an inflight packet by packet id.
 func (i *Inflight) Set(m packets.Packet) bool {
@@ -60,7 +67,13 @@ func (i *Inflight) set(m packets.Packet) bool {
 	if m.Expiry < 0 {
 		i.parked++
 	}
-	i.internal[m.PacketID] = m
+	if ok {
+		*old = m
+	} else {
+		p := inflightPool.Get().(*packets.Packet)
+		*p = m
+		i.internal[m.PacketID] = p
+	}
 	if !ok {
 		i.order[m.PacketID] = i.next
 		i.next++
@@ -98,7 +111,7 @@ func (i *Inflight) oldestParked() (packets.Packet, bool) {
 		e := i.parkedQ[0]
 		m, ok := i.internal[e.id]
 		if ok && m.Expiry < 0 && i.order[e.id] == e.seq {
-			return m, true
+			return *m, true
 		}
 		heap.Pop(&i.parkedQ)
 	}
@@ -114,7 +127,7 @@ func (i *Inflight) Get(id uint16) (packets.Packet, bool) {
 	defer i.RUnlock()
 
 	if m, ok := i.internal[id]; ok {
-		return m, true
+		return *m, true
 	}
 
 	return packets.Packet{}, false
@@ -134,7 +147,9 @@ func (i *Inflight) Clone() *Inflight {
 	i.RLock()
 	defer i.RUnlock()
 	for k, v := range i.internal {
-		c.internal[k] = v
+		p := inflightPool.Get().(*packets.Packet)
+		*p = *v
+		c.internal[k] = p
 		c.order[k] = i.order[k]
 	}
 	c.next, c.parked = i.next, i.parked
@@ -164,7 +179,7 @@ func (i *Inflight) getAll(immediate bool) []packets.Packet {
 	m := []packets.Packet{}
 	for _, v := range i.internal {
 		if !immediate || (immediate && v.Expiry < 0) {
-			m = append(m, v)
+			m = append(m, *v)
 		}
 	}
 
@@ -244,6 +259,10 @@ func (i *Inflight) Delete(id uint16) bool {
 	old, ok := i.internal[id]
 	if ok && old.Expiry < 0 {
 		i.parked--
+	}
+	if ok {
+		*old = packets.Packet{}
+		inflightPool.Put(old)
 	}
 	delete(i.internal, id)
 	delete(i.order, id)
