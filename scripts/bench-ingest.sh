@@ -47,8 +47,9 @@ echo "{\"scenario\":\"idle_rss\",\"target\":\"millstream\",\"rss_kib\":$rss}"
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r), mosquitto $("$mosq" -h 2>&1 | head -1 | awk '{print $3}')" >&2
 # CPU time (user+system) the broker process used during one bench invocation
-# (peak and half phases): the cost per message, independent of how much of
-# the machine the load generator takes.
+# (peak and half phases, with their warm-ups) divided by every message sent
+# ("sent", warm-ups included): the cost per message, independent of how much
+# of the machine the load generator takes.
 # Each run starts with the broker idle and its CPU is counted until it is
 # idle again, so Millstream's downstream work for a run's messages (the
 # normaliser, the historian) is counted in that run and not in the next one.
@@ -70,7 +71,7 @@ run() { # target port pid qos publishers
   t1=$(ticks "$3")
   echo "$out"
   echo "$out" | awk -v t="$1" -v q="$4" -v p="$5" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" '
-    match($0, /"published":[0-9]+/) { n += substr($0, RSTART + 12, RLENGTH - 12) }
+    match($0, /"sent":[0-9]+/) { n += substr($0, RSTART + 7, RLENGTH - 7) }
     END { printf "{\"scenario\":\"broker_cpu\",\"target\":\"%s\",\"qos\":%d,\"publishers\":%d,\"cpu_seconds\":%.2f,\"messages\":%d,\"cpu_us_per_message\":%.1f}\n", t, q, p, ticks / hz, n, ticks / hz * 1e6 / n }'
 }
 for qos in ${QOS:-0 1}; do

@@ -72,6 +72,7 @@ type ingestResult struct {
 	ingestParams
 	Seconds      float64 `json:"seconds"`
 	Published    int64   `json:"published"`
+	Sent         int64   `json:"sent"` // published plus the warm-up's messages
 	Acked        int64   `json:"acked"`
 	PublishedPS  float64 `json:"published_per_s"`
 	Delivered    int64   `json:"delivered"`
@@ -332,6 +333,7 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 
 	res.Seconds = elapsed.Seconds()
 	res.Published = published.Load()
+	res.Sent = sent.Load()
 	res.Acked = acked.Load()
 	res.Errors = errCount.Load()
 	res.PublishedPS = float64(res.Acked) / elapsed.Seconds()
