@@ -17,9 +17,9 @@ import (
 type Inflight struct {
 	sync.RWMutex
 	internal map[uint16]*packets.Packet // internal contains the inflight packets (Millstream patch: pooled pointers, see inflightPool)
-	order    map[uint16]uint64         // insertion sequence of each packet id (Millstream patch)
-	next     uint64                    // next insertion sequence
-	parked   int                       // packets waiting for send quota (Expiry < 0) (Millstream patch)
+	order    map[uint16]uint64          // insertion sequence of each packet id (Millstream patch)
+	next     uint64                     // next insertion sequence
+	parked   int                        // packets waiting for send quota (Expiry < 0) (Millstream patch)
 	// parkedQ holds the parked packets' ids by insertion sequence, oldest
 	// first, so the next one to send is found without sorting every
 	// inflight packet (Millstream patch). Entries are checked when taken:
