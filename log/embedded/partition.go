@@ -458,9 +458,15 @@ func (p *partition) viewsFrom(i int, buf []segView) []segView {
 }
 
 // readFailed turns a read that lost its segment to retention into the error
-// a fetch below the log start gets.
+// a fetch below the log start gets, and one that lost it to Close into
+// ErrClosed.
 func (p *partition) readFailed(offset int64, err error) error {
 	if errors.Is(err, os.ErrClosed) {
+		select {
+		case <-p.l.closeCh:
+			return fmt.Errorf("read %s/%d: %w", p.topic, p.id, mlog.ErrClosed)
+		default:
+		}
 		p.mu.RLock()
 		start, end := p.start, p.end
 		p.mu.RUnlock()

@@ -112,3 +112,48 @@ func TestConcurrentReadWriteRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestFetchDuringClose reads while the log closes. Fetches read segment
+// files without the partition lock, so Close can close a file under a read;
+// every fetch must then end with ErrClosed, not with a bare file error.
+func TestFetchDuringClose(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{SegmentBytes: 8 << 10})
+	createTopic(t, l, "c", log.TopicConfig{Partitions: 1})
+	for i := 0; i < 200; i++ {
+		if err := l.ProduceSync(bg, &log.Record{Topic: "c", Value: make([]byte, 1<<10)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const readers = 4
+	errc := make(chan error, readers)
+	started := make(chan struct{}, readers)
+	for g := 0; g < readers; g++ {
+		go func() {
+			for n := 0; ; n++ {
+				if n == 1 {
+					started <- struct{}{}
+				}
+				if _, err := l.Fetch(bg, "c", 0, 0, log.FetchOptions{MaxBytes: 1 << 20}); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+	}
+	for g := 0; g < readers; g++ {
+		<-started
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for g := 0; g < readers; g++ {
+		select {
+		case err := <-errc:
+			if !errors.Is(err, log.ErrClosed) {
+				t.Errorf("fetch during Close: %v, want ErrClosed", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a fetch still succeeds 10 s after Close")
+		}
+	}
+}
