@@ -83,7 +83,10 @@
 // Readers (Fetch, OffsetForTime) see only bytes that have been fsynced: the
 // partition's end offset is the durable high watermark, so nothing read can
 // disappear in a crash. Fetch with Wait blocks on a channel the writer
-// closes after each fsync; there is no polling.
+// closes after each fsync; there is no polling. A reader copies the
+// published state of the segments it needs under the partition's lock and
+// reads the files without it, so a slow or preempted reader never holds up
+// the writer's next group commit.
 //
 // Backpressure: records produced but not yet durable count against
 // MaxBufferedBytes (log-wide); Produce blocks while it is exceeded, until
