@@ -457,15 +457,23 @@ func (p *partition) viewsFrom(i int, buf []segView) []segView {
 	return buf
 }
 
+// closing reports whether Close has begun.
+func (l *Log) closing() bool {
+	select {
+	case <-l.closeCh:
+		return true
+	default:
+		return false
+	}
+}
+
 // readFailed turns a read that lost its segment to retention into the error
 // a fetch below the log start gets, and one that lost it to Close into
 // ErrClosed.
 func (p *partition) readFailed(offset int64, err error) error {
 	if errors.Is(err, os.ErrClosed) {
-		select {
-		case <-p.l.closeCh:
+		if p.l.closing() {
 			return fmt.Errorf("read %s/%d: %w", p.topic, p.id, mlog.ErrClosed)
-		default:
 		}
 		p.mu.RLock()
 		start, end := p.start, p.end
@@ -501,7 +509,13 @@ func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <
 	var buf [4]segView
 	views := p.viewsFrom(i, buf[:0])
 	p.mu.RUnlock()
+	recs, err := p.readViews(views, offset, n, opts)
+	return recs, nil, err
+}
 
+// readViews reads records from offset on out of segments copied under mu,
+// without it; n is what there is to read, for sizing.
+func (p *partition) readViews(views []segView, offset, n int64, opts mlog.FetchOptions) ([]mlog.Record, error) {
 	if opts.MaxRecords > 0 {
 		n = min(n, int64(opts.MaxRecords))
 	}
@@ -517,7 +531,7 @@ func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <
 		for pos < v.synced {
 			h, raw, err := cr.batch(pos, v.synced)
 			if err != nil {
-				return out, nil, p.readFailed(offset, fmt.Errorf("read %s/%d at offset %d: %s at position %d: %w", p.topic, p.id, offset, s.path, pos, err))
+				return out, p.readFailed(offset, fmt.Errorf("read %s/%d at offset %d: %s at position %d: %w", p.topic, p.id, offset, s.path, pos, err))
 			}
 			pos += h.size()
 			if h.nextOffset() <= offset {
@@ -526,23 +540,23 @@ func (p *partition) read(offset int64, opts mlog.FetchOptions) ([]mlog.Record, <
 			n0 := len(out)
 			out, err = decodeRecords(raw, h, p.topic, p.id, offset, out)
 			if err != nil {
-				return out[:n0], nil, fmt.Errorf("read %s/%d: %s: %w", p.topic, p.id, s.path, err)
+				return out[:n0], fmt.Errorf("read %s/%d: %s: %w", p.topic, p.id, s.path, err)
 			}
 			// Trim to the limits, always keeping at least one record.
 			for j := n0; j < len(out); j++ {
 				sz := len(out[j].Key) + len(out[j].Value)
 				if j > 0 && (bytes+sz > opts.MaxBytes || (opts.MaxRecords > 0 && j >= opts.MaxRecords)) {
-					return out[:j], nil, nil
+					return out[:j], nil
 				}
 				bytes += sz
 			}
 			offset = h.nextOffset()
 			if bytes >= opts.MaxBytes || (opts.MaxRecords > 0 && len(out) >= opts.MaxRecords) {
-				return out, nil, nil
+				return out, nil
 			}
 		}
 	}
-	return out, nil, nil
+	return out, nil
 }
 
 func (p *partition) offsetForTime(ts int64) (int64, error) {
@@ -550,15 +564,28 @@ func (p *partition) offsetForTime(ts int64) (int64, error) {
 	start, end := p.start, p.end
 	views := p.viewsFrom(0, nil)
 	p.mu.RUnlock()
+	return p.offsetForTimeIn(views, start, end, ts)
+}
+
+// offsetForTimeIn scans segments copied under mu, without it, for the first
+// offset at or after start whose timestamp is at least ts (end if none).
+func (p *partition) offsetForTimeIn(views []segView, start, end, ts int64) (int64, error) {
 	for _, v := range views {
 		s := v.s
 		if v.synced == 0 || v.maxTs < ts || v.next <= start {
 			continue
 		}
 		pos := v.lookupTime(ts)
+	scan:
 		for pos < v.synced {
 			h, raw, err := readBatchAt(s.f, pos, v.synced)
 			if err != nil {
+				if errors.Is(err, os.ErrClosed) && !p.l.closing() {
+					// Retention deleted the segment meanwhile: its records
+					// are below the log start now; the answer is in a
+					// later segment.
+					break scan
+				}
 				return 0, p.readFailed(start, fmt.Errorf("offset for time in %s/%d: %s: %w", p.topic, p.id, s.path, err))
 			}
 			pos += h.size()

@@ -11,8 +11,8 @@ import (
 	"github.com/millstream/millstream/log"
 )
 
-// TestConcurrentReadWriteRetention runs producers, waiting readers, size
-// retention and DeleteRecordsBefore at once (meant for -race). Readers must
+// TestConcurrentReadWriteRetention runs producers, waiting readers, time
+// lookups, size retention and DeleteRecordsBefore at once (meant for -race). Readers must
 // see dense, ordered offsets and the values written at them, or
 // ErrOffsetOutOfRange when retention overtook them.
 func TestConcurrentReadWriteRetention(t *testing.T) {
@@ -90,6 +90,14 @@ func TestConcurrentReadWriteRetention(t *testing.T) {
 					return
 				}
 			}
+			// A time lookup races the deletions too: a segment deleted
+			// under it is skipped, never an error.
+			for p := int32(0); p < 2; p++ {
+				if _, err := l.OffsetForTime(ctx, "s", p, time.Unix(0, 0)); err != nil {
+					errc <- fmt.Errorf("offset for time of partition %d: %w", p, err)
+					return
+				}
+			}
 			time.Sleep(time.Millisecond) // pacing only; nothing waits on it
 		}
 	}()
@@ -155,5 +163,44 @@ func TestFetchDuringClose(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("a fetch still succeeds 10 s after Close")
 		}
+	}
+}
+
+// TestReadsSurviveSegmentDeletion runs the file-reading half of a fetch and
+// of a time lookup on segment state copied before DeleteRecordsBefore
+// removed the first segments, as a reader outside the partition lock may.
+// The fetch must report ErrOffsetOutOfRange, and the time lookup must skip
+// the deleted segments and answer from the rest.
+func TestReadsSurviveSegmentDeletion(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{SegmentBytes: 8 << 10})
+	createTopic(t, l, "d", log.TopicConfig{Partitions: 1})
+	base := time.UnixMilli(1_700_000_000_000)
+	for i := 0; i < 40; i++ {
+		r := &log.Record{Topic: "d", Value: make([]byte, 1<<10), Timestamp: base.Add(time.Duration(i) * time.Second)}
+		if err := l.ProduceSync(bg, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := l.partition("d", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.RLock()
+	start, end := p.start, p.end
+	views := p.viewsFrom(0, nil)
+	p.mu.RUnlock()
+	if len(views) < 3 {
+		t.Fatalf("%d segments, want at least 3", len(views))
+	}
+	cut := views[2].s.base
+	if err := l.DeleteRecordsBefore(bg, "d", 0, cut); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.readViews(views, 0, 10, log.FetchOptions{MaxBytes: 1 << 20}); !errors.Is(err, log.ErrOffsetOutOfRange) {
+		t.Fatalf("read of a segment deleted meanwhile: %v, want ErrOffsetOutOfRange", err)
+	}
+	off, err := p.offsetForTimeIn(views, start, end, base.UnixMilli())
+	if err != nil || off != cut {
+		t.Fatalf("time lookup across deleted segments: offset %d, %v; want %d", off, err, cut)
 	}
 }
