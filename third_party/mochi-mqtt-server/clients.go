@@ -194,26 +194,25 @@ func newClient(c net.Conn, o *ops) *Client {
 	return cl
 }
 
-// outboundPool holds the packets queued on clients' outbound channels
-// (Millstream patch). Each delivered message was a fresh heap copy of an
-// 800-byte packet, a third of what a busy broker allocated; a packet queued
-// there has exactly one owner, the client's WriteLoop, which returns it
-// after writing it.
-var outboundPool = sync.Pool{New: func() any { return new(packets.Packet) }}
+// packetPool holds the packets queued on clients' outbound channels and
+// those held by inflight stores (Millstream patch). Each delivered message
+// was a fresh heap copy of an 800-byte packet in both places, half of what a
+// busy broker allocated. A pooled packet has exactly one owner: the
+// client's WriteLoop, which returns it after writing it, or the inflight
+// store, which returns it on Delete.
+var packetPool = sync.Pool{New: func() any { return new(packets.Packet) }}
 
-// getOutbound returns a pooled copy of pk to queue on a client's outbound
-// channel.
-func getOutbound(pk packets.Packet) *packets.Packet {
-	op := outboundPool.Get().(*packets.Packet)
+// getPacket returns a pooled copy of pk.
+func getPacket(pk packets.Packet) *packets.Packet {
+	op := packetPool.Get().(*packets.Packet)
 	*op = pk
 	return op
 }
 
-// putOutbound returns a packet taken from an outbound channel (or that
-// could not be queued) to the pool.
-func putOutbound(pk *packets.Packet) {
+// putPacket returns a packet its owner is done with to the pool.
+func putPacket(pk *packets.Packet) {
 	*pk = packets.Packet{}
-	outboundPool.Put(pk)
+	packetPool.Put(pk)
 }
 
 // WriteLoop ranges over pending outbound messages and writes them to the client connection.
@@ -225,7 +224,7 @@ func (cl *Client) WriteLoop() {
 				// TODO : Figure out what to do with error
 				cl.ops.log.Debug("failed publishing packet", "error", err, "client", cl.ID, "packet", pk)
 			}
-			putOutbound(pk)
+			putPacket(pk)
 			atomic.AddInt32(&cl.State.outboundQty, -1)
 		case <-cl.State.open.Done():
 			return

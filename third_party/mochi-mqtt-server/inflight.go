@@ -16,7 +16,7 @@ import (
 // Inflight is a map of InflightMessage keyed on packet id.
 type Inflight struct {
 	sync.RWMutex
-	internal map[uint16]*packets.Packet // internal contains the inflight packets (Millstream patch: pooled pointers, see inflightPool)
+	internal map[uint16]*packets.Packet // internal contains the inflight packets (Millstream patch: pooled pointers, see packetPool)
 	order    map[uint16]uint64          // insertion sequence of each packet id (Millstream patch)
 	next     uint64                     // next insertion sequence
 	parked   int                        // packets waiting for send quota (Expiry < 0) (Millstream patch)
@@ -43,13 +43,6 @@ func NewInflights() *Inflight {
 	}
 }
 
-// inflightPool holds the packets of inflight stores (Millstream patch). The
-// map held 800-byte packets by value, which Go's map stores out of line: a
-// heap allocation for every QoS 1/2 message sent to a subscriber. Pointers
-// to a packet never leave the store (every accessor returns a copy), so a
-// deleted one is reused.
-var inflightPool = sync.Pool{New: func() any { return new(packets.Packet) }}
-
 // Set adds or updates an inflight packet by packet id.
 func (i *Inflight) Set(m packets.Packet) bool {
 	i.Lock()
@@ -61,24 +54,25 @@ func (i *Inflight) Set(m packets.Packet) bool {
 // set is Set with the lock held.
 func (i *Inflight) set(m packets.Packet) bool {
 	old, ok := i.internal[m.PacketID]
-	if ok && old.Expiry < 0 {
+	wasParked := ok && old.Expiry < 0 // read before *old is overwritten below
+	if wasParked {
 		i.parked--
 	}
 	if m.Expiry < 0 {
 		i.parked++
 	}
+	// Millstream patch: the map held 800-byte packets by value, which Go's
+	// map stores out of line, an allocation per message; it holds pooled
+	// pointers now (packetPool). None leaves the store: every accessor
+	// returns a copy.
 	if ok {
 		*old = m
 	} else {
-		p := inflightPool.Get().(*packets.Packet)
-		*p = m
-		i.internal[m.PacketID] = p
-	}
-	if !ok {
+		i.internal[m.PacketID] = getPacket(m)
 		i.order[m.PacketID] = i.next
 		i.next++
 	}
-	if m.Expiry < 0 && (!ok || old.Expiry >= 0) {
+	if m.Expiry < 0 && !wasParked {
 		heap.Push(&i.parkedQ, parkedEntry{seq: i.order[m.PacketID], id: m.PacketID})
 	}
 	return !ok
@@ -147,9 +141,7 @@ func (i *Inflight) Clone() *Inflight {
 	i.RLock()
 	defer i.RUnlock()
 	for k, v := range i.internal {
-		p := inflightPool.Get().(*packets.Packet)
-		*p = *v
-		c.internal[k] = p
+		c.internal[k] = getPacket(*v)
 		c.order[k] = i.order[k]
 	}
 	c.next, c.parked = i.next, i.parked
@@ -261,8 +253,7 @@ func (i *Inflight) Delete(id uint16) bool {
 		i.parked--
 	}
 	if ok {
-		*old = packets.Packet{}
-		inflightPool.Put(old)
+		putPacket(old)
 	}
 	delete(i.internal, id)
 	delete(i.order, id)

@@ -737,12 +737,12 @@ func (s *Server) sendParked(cl *Client) {
 		if cl.Net.Conn == nil || cl.Closed() {
 			return // kept inflight for the session
 		}
-		op := getOutbound(next) // Millstream patch: pooled, see getOutbound
+		op := getPacket(next) // Millstream patch: pooled, see packetPool
 		select {
 		case cl.State.outbound <- op:
 			atomic.AddInt32(&cl.State.outboundQty, 1)
 		default:
-			putOutbound(op)
+			putPacket(op)
 			atomic.AddInt64(&s.Info.MessagesDropped, 1)
 			cl.ops.hooks.OnPublishDropped(cl, next)
 			cl.State.Inflight.Delete(next.PacketID)
@@ -1124,12 +1124,12 @@ func (s *Server) publishToClient(cl *Client, sub packets.Subscription, pk packet
 		return out, packets.CodeDisconnect
 	}
 
-	op := getOutbound(out) // Millstream patch: pooled, see getOutbound
+	op := getPacket(out) // Millstream patch: pooled, see packetPool
 	select {
 	case cl.State.outbound <- op:
 		atomic.AddInt32(&cl.State.outboundQty, 1)
 	default:
-		putOutbound(op)
+		putPacket(op)
 		atomic.AddInt64(&s.Info.MessagesDropped, 1)
 		cl.ops.hooks.OnPublishDropped(cl, pk)
 		if out.FixedHeader.Qos > 0 {
