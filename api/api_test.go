@@ -520,6 +520,7 @@ func TestMetrics(t *testing.T) {
 		`millstream_http_request_duration_seconds_count{route="GET /healthz"} 1`,
 		"go_goroutines ",
 		"process_start_time_seconds ",
+		`go_sched_latencies_seconds_bucket{le="+Inf"} `,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -81,6 +81,10 @@ type ingestResult struct {
 	AckP99Millis float64 `json:"puback_p99_ms,omitempty"`
 	AckMaxMillis float64 `json:"puback_max_ms,omitempty"`
 	Errors       int64   `json:"errors"`
+	// The whole machine's CPU use during the measured part of the phase
+	// (Linux only): the generator shares the machine with the broker.
+	MachineBusyPct  *float64 `json:"machine_busy_pct,omitempty"`
+	MachineStealPct *float64 `json:"machine_steal_pct,omitempty"`
 }
 
 func benchIngest(args []string, stdout, stderr io.Writer) error {
@@ -212,6 +216,16 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	deadline := measureFrom.Add(p.Duration)
 	perPub := p.Rate / float64(p.Publishers)
 
+	// The machine's CPU counters at the start of the measured window.
+	cpuFrom := make(chan machineCPU, 1)
+	cpuTimer := time.AfterFunc(p.Warmup, func() {
+		if m, ok := readMachineCPU(); ok {
+			cpuFrom <- m
+		}
+		close(cpuFrom)
+	})
+	defer cpuTimer.Stop()
+
 	var wg sync.WaitGroup
 	for i, c := range pubs {
 		window := make(chan pending, p.Inflight)
@@ -325,6 +339,13 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	}()
 	wg.Wait()
 	elapsed := time.Since(measureFrom)
+	if to, ok := readMachineCPU(); ok && !time.Now().Before(measureFrom) {
+		if from, ok := <-cpuFrom; ok {
+			if busy, steal, ok := cpuUsage(from, to); ok {
+				res.MachineBusyPct, res.MachineStealPct = &busy, &steal
+			}
+		}
+	}
 	// Let in-flight deliveries drain, bounded.
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end) && received.Load() < sent.Load(); {
 		time.Sleep(20 * time.Millisecond)

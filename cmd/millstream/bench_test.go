@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,14 +17,16 @@ import (
 
 // benchLine is one JSON line of `millstream bench ingest`.
 type benchLine struct {
-	Phase     string  `json:"phase"`
-	QoS       int     `json:"qos"`
-	Published int64   `json:"published"`
-	Acked     int64   `json:"acked"`
-	Delivered int64   `json:"delivered"`
-	Errors    int64   `json:"errors"`
-	P50       float64 `json:"puback_p50_ms"`
-	P99       float64 `json:"puback_p99_ms"`
+	Phase     string   `json:"phase"`
+	QoS       int      `json:"qos"`
+	Published int64    `json:"published"`
+	Acked     int64    `json:"acked"`
+	Delivered int64    `json:"delivered"`
+	Errors    int64    `json:"errors"`
+	P50       float64  `json:"puback_p50_ms"`
+	P99       float64  `json:"puback_p99_ms"`
+	Busy      *float64 `json:"machine_busy_pct"`
+	Steal     *float64 `json:"machine_steal_pct"`
 }
 
 func runBenchIngest(t *testing.T, broker string, args ...string) []benchLine {
@@ -61,6 +64,11 @@ func checkBench(t *testing.T, name string, lines []benchLine, phases ...string) 
 		}
 		if l.QoS == 1 && (l.P50 <= 0 || l.P99 < l.P50) {
 			t.Errorf("%s: phase %d: PUBACK latencies p50 %v p99 %v", name, i, l.P50, l.P99)
+		}
+		// The machine was at least a little busy (the bench itself ran),
+		// and never more than all of it.
+		if runtime.GOOS == "linux" && (l.Busy == nil || l.Steal == nil || *l.Busy <= 0 || *l.Busy+*l.Steal > 100) {
+			t.Errorf("%s: phase %d: machine_busy_pct %v, machine_steal_pct %v; want both, busy above 0", name, i, l.Busy, l.Steal)
 		}
 	}
 }
