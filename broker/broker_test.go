@@ -415,6 +415,44 @@ func TestQoS1AckedOnlyWhenDurable(t *testing.T) {
 	}
 }
 
+// TestAppendWaitMetric checks that millstream_mqtt_append_wait_seconds
+// measures from the moment the PUBLISH was read: the broker's wait is part
+// of the client's round trip, so the metric's sum can never exceed the sum of
+// the round trips the client measured. (It did when it was taken from the
+// record timestamp, which the log keeps in whole milliseconds.)
+func TestAppendWaitMetric(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	b := startBroker(t, testConfig(), l, Options{})
+	c := mustPaho(t, "tcp://"+b.addr("tcp"), "waits", nil)
+	const n = 50
+	var rtt time.Duration
+	for i := range n {
+		t0 := time.Now()
+		if err := publish(t, c, "plant/waits", 1, false, fmt.Sprint(i)); err != nil {
+			t.Fatal(err)
+		}
+		rtt += time.Since(t0)
+	}
+	mfs, err := b.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "millstream_mqtt_append_wait_seconds" {
+			continue
+		}
+		h := mf.GetMetric()[0].GetHistogram()
+		if h.GetSampleCount() != n {
+			t.Fatalf("append wait has %d samples, want %d", h.GetSampleCount(), n)
+		}
+		if sum := time.Duration(h.GetSampleSum() * float64(time.Second)); sum <= 0 || sum > rtt {
+			t.Errorf("append wait sums to %v over %d messages, but the client's round trips took %v in all", sum, n, rtt)
+		}
+		return
+	}
+	t.Fatal("no millstream_mqtt_append_wait_seconds")
+}
+
 func TestSessionAndRetainedSurviveRestart(t *testing.T) {
 	needTool(t, "mosquitto_sub")
 	dir := t.TempDir()

@@ -118,7 +118,11 @@ type ingressRecord struct {
 	rec  log.Record
 	hdrs [6]log.Header
 	ts   [40]byte
-	h    *ingestHook
+	// received is when the PUBLISH was read, to the nanosecond: the log
+	// keeps record timestamps in milliseconds and truncates rec.Timestamp,
+	// which would overstate the append wait by up to a millisecond.
+	received time.Time
+	h        *ingestHook
 	done func(*log.Record, error) // promise for QoS 0 and wills, bound once
 
 	// For appends queued on a client's acker.
@@ -182,6 +186,7 @@ func bytesOf(s string) []byte {
 }
 
 func (ir *ingressRecord) fill(topic string, clientID string, pk *packets.Packet, now time.Time, will bool) {
+	ir.received = now
 	ir.rec = log.Record{
 		Topic:     topic,
 		Timestamp: now,
@@ -579,7 +584,7 @@ const maxRun = 256
 func (a *acker) ack(ir *ingressRecord) bool {
 	h, cl, pk := a.h, a.cl, ir.pk
 	if pk.FixedHeader.Qos > 0 {
-		h.b.metrics.appendWait.Observe(time.Since(ir.rec.Timestamp).Seconds())
+		h.b.metrics.appendWait.Observe(time.Since(ir.received).Seconds())
 		if ir.err == nil {
 			h.b.metrics.appended.Add(1)
 		}
