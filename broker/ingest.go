@@ -123,7 +123,7 @@ type ingressRecord struct {
 	// which would overstate the append wait by up to a millisecond.
 	received time.Time
 	h        *ingestHook
-	done func(*log.Record, error) // promise for QoS 0 and wills, bound once
+	done     func(*log.Record, error) // promise for QoS 0 and wills, bound once
 
 	// For appends queued on a client's acker.
 	a        *acker
