@@ -213,6 +213,9 @@ type Log struct {
 	Fsync         string   `yaml:"fsync"`
 	FsyncInterval Duration `yaml:"fsync_interval"`
 	FsyncBytes    ByteSize `yaml:"fsync_bytes"`
+	// DirectIO writes large batches (128 KiB or more) with O_DIRECT, past
+	// the page cache, where the filesystem supports it.
+	DirectIO bool `yaml:"direct_io"`
 	// SegmentBytes and SegmentAge roll the active segment.
 	SegmentBytes ByteSize `yaml:"segment_bytes"`
 	SegmentAge   Duration `yaml:"segment_age"`
@@ -363,6 +366,7 @@ func Default() Config {
 			Fsync:          "group",
 			FsyncInterval:  Duration(time.Millisecond),
 			FsyncBytes:     ByteSize(4 << 20),
+			DirectIO:       true,
 			SegmentBytes:   ByteSize(128 << 20),
 			SegmentAge:     Duration(24 * time.Hour),
 			Partitions:     1,

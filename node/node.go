@@ -413,6 +413,7 @@ func LogOptions(cfg config.Config, logger *slog.Logger) embedded.Options {
 		Fsync:         cfg.Log.Fsync,
 		FsyncInterval: time.Duration(cfg.Log.FsyncInterval),
 		FsyncBytes:    int64(cfg.Log.FsyncBytes),
+		NoDirectIO:    !cfg.Log.DirectIO,
 		SegmentBytes:  int64(cfg.Log.SegmentBytes),
 		SegmentAge:    time.Duration(cfg.Log.SegmentAge),
 		Defaults: mlog.TopicConfig{

@@ -33,6 +33,9 @@ func TestCrashChild(t *testing.T) {
 		os.Exit(2)
 	}
 	run := os.Getenv(crashChildEnv + "_RUN")
+	// With _LARGE set, two of the appenders write records of 40-200 KB, so
+	// the writer takes its direct I/O path (direct.go) while it is killed.
+	large := os.Getenv(crashChildEnv+"_LARGE") != ""
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	// Committers, one per partition, each committing its next offset as
@@ -54,6 +57,7 @@ func TestCrashChild(t *testing.T) {
 			}
 		}()
 	}
+	sawDirect := false // under mu
 	for g := 0; g < 8; g++ {
 		wg.Add(1)
 		go func(g int) {
@@ -61,8 +65,14 @@ func TestCrashChild(t *testing.T) {
 			for i := 0; ; i++ {
 				n := 1 + i%3 // mix single records and small batches
 				rs := make([]*log.Record, n)
+				ids := make([]string, n)
 				for j := range rs {
-					rs[j] = &log.Record{Topic: "crash", Key: []byte(fmt.Sprintf("r%s-g%d", run, g)), Value: []byte(fmt.Sprintf("r%s-g%d-%08d-%d", run, g, i, j))}
+					ids[j] = fmt.Sprintf("r%s-g%d-%08d-%d", run, g, i, j)
+					v := ids[j]
+					if large && g < 2 {
+						v += ":" + strings.Repeat("x", 40_000+(i*7919+j*104729)%160_000)
+					}
+					rs[j] = &log.Record{Topic: "crash", Key: []byte(fmt.Sprintf("r%s-g%d", run, g)), Value: []byte(v)}
 				}
 				if err := l.ProduceSync(context.Background(), rs...); err != nil {
 					fmt.Println("produce failed:", err)
@@ -71,8 +81,12 @@ func TestCrashChild(t *testing.T) {
 				// One write per line: a SIGKILL can cut only the last line,
 				// which the parent ignores as it lacks its newline.
 				mu.Lock()
-				for _, r := range rs {
-					os.Stdout.WriteString(fmt.Sprintf("ack %d %d %s\n", r.Partition, r.Offset, r.Value))
+				for j, r := range rs {
+					os.Stdout.WriteString(fmt.Sprintf("ack %d %d %s\n", r.Partition, r.Offset, ids[j]))
+				}
+				if large && l.m.directWrites.Load() > 0 && !sawDirect {
+					sawDirect = true
+					os.Stdout.WriteString("direct\n")
 				}
 				mu.Unlock()
 			}
@@ -87,18 +101,53 @@ type ack struct {
 	value     string
 }
 
-// TestKill9 SIGKILLs a process appending under load, twice, and checks that
-// every acknowledged record survives exactly once, in order.
+// TestKill9 SIGKILLs a process appending under load, three times, and checks
+// that every acknowledged record survives exactly once, in order: with
+// small records, written through the page cache, and with large ones mixed
+// in, written with direct I/O.
 func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns child processes")
 	}
+	t.Run("buffered", func(t *testing.T) { kill9(t, false) })
+	t.Run("direct", func(t *testing.T) {
+		if !directSupported(t, t.TempDir()) {
+			return
+		}
+		kill9(t, true)
+	})
+}
+
+// directSupported reports whether dir's filesystem takes O_DIRECT. Under
+// CI=true it must: the test machines' disks do.
+func directSupported(t *testing.T, dir string) bool {
+	t.Helper()
+	path := dir + "/probe"
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := openDirect(path)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("O_DIRECT is not available in %s (%v); the CI machine's disk must support it", dir, err)
+		}
+		t.Skipf("O_DIRECT is not available in %s: %v", dir, err)
+		return false
+	}
+	closeDirect(fd)
+	return true
+}
+
+func kill9(t *testing.T, large bool) {
 	dir := t.TempDir()
 	var acks []ack
 	lastCommit := map[int32]int64{}
 	for run := 0; run < 3; run++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$", "-test.count=1")
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, fmt.Sprintf("%s_RUN=%d", crashChildEnv, run))
+		if large {
+			cmd.Env = append(cmd.Env, crashChildEnv+"_LARGE=1")
+		}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {
 			t.Fatal(err)
@@ -108,7 +157,7 @@ func TestKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 		rd := bufio.NewReader(stdout)
-		n, killed := 0, false
+		n, killed, direct := 0, false, false
 		target := 3000 + run*1000
 		for {
 			line, err := rd.ReadString('\n')
@@ -116,6 +165,10 @@ func TestKill9(t *testing.T) {
 				break // EOF; a partial last line was never fully acknowledged
 			}
 			line = strings.TrimSuffix(line, "\n")
+			if line == "direct" {
+				direct = true
+				continue
+			}
 			var cp int32
 			var co int64
 			if _, err := fmt.Sscanf(line, "commit %d %d", &cp, &co); err == nil {
@@ -134,7 +187,7 @@ func TestKill9(t *testing.T) {
 			}
 			acks = append(acks, a)
 			n++
-			if n == target && !killed {
+			if n >= target && !killed && (direct || !large) {
 				// Kill mid-load: the child keeps appending until the signal lands.
 				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 					t.Fatal(err)
@@ -146,7 +199,7 @@ func TestKill9(t *testing.T) {
 		if !killed {
 			t.Fatalf("child exited before it was killed (%v) after %d acks", err, n)
 		}
-		t.Logf("run %d: %d acknowledged records before SIGKILL", run, n)
+		t.Logf("run %d: %d acknowledged records before SIGKILL (direct writes seen: %v)", run, n, direct)
 	}
 
 	l := openT(t, dir, Options{SegmentBytes: 64 << 10})
@@ -159,7 +212,7 @@ func TestKill9(t *testing.T) {
 	}
 	for _, a := range acks {
 		rs := byPart[a.partition]
-		if a.offset >= int64(len(rs)) || string(rs[a.offset].Value) != a.value {
+		if a.offset >= int64(len(rs)) || storedID(rs[a.offset]) != a.value {
 			t.Fatalf("acknowledged record %s at %d/%d is missing", a.value, a.partition, a.offset)
 		}
 	}
@@ -171,7 +224,7 @@ func TestKill9(t *testing.T) {
 			if r.Offset != int64(i) {
 				t.Fatalf("partition %d: offset %d at index %d", p, r.Offset, i)
 			}
-			v := string(r.Value)
+			v := storedID(r)
 			if seen[v] {
 				t.Fatalf("partition %d: %s stored twice", p, v)
 			}
@@ -196,4 +249,14 @@ func TestKill9(t *testing.T) {
 	if err := l.ProduceSync(bg, r); err != nil || r.Offset != int64(len(byPart[1])) {
 		t.Fatalf("append after crashes: offset %d (%v), want %d", r.Offset, err, len(byPart[1]))
 	}
+}
+
+// storedID is the identifier a crash child acknowledged for a record: its
+// value up to the padding of large records.
+func storedID(r log.Record) string {
+	id, pad, large := strings.Cut(string(r.Value), ":")
+	if large && strings.Trim(pad, "x") != "" {
+		return "corrupt padding in " + id
+	}
+	return id
 }

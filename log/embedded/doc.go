@@ -80,6 +80,14 @@
 // lone appender pays about one fsync. With Fsync "always" every record is
 // written and fsynced on its own.
 //
+// When 128 KiB or more are queued, the writer encodes several batches into
+// one aligned buffer and writes them with O_DIRECT, past the page cache,
+// unless NoDirectIO is set or the filesystem refuses it. On virtual machines
+// the page cache's writeback was several times slower than the disk. A
+// direct write starts at the block holding the segment's end: it rewrites
+// that block's bytes, unchanged, and pads the last block with zeros. The
+// padding is the same zero tail that preallocation leaves (see direct.go).
+//
 // Readers (Fetch, OffsetForTime) see only bytes that have been fsynced: the
 // partition's end offset is the durable high watermark, so nothing read can
 // disappear in a crash. Fetch with Wait blocks on a channel the writer

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -57,6 +58,10 @@ type Options struct {
 	// MaxRecordBytes rejects larger records with ErrRecordTooLarge. Zero
 	// means 8 MiB; at most 32 MiB.
 	MaxRecordBytes int
+	// NoDirectIO writes every batch through the page cache. By default
+	// batches of 128 KiB or more are written with O_DIRECT where the
+	// filesystem supports it (see direct.go).
+	NoDirectIO bool
 	// Logger receives recovery and retention messages. Nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -148,6 +153,8 @@ type Log struct {
 
 	recovered []RecoveryReport
 	m         *metrics
+	// noDirect is set once direct I/O proved unavailable (see direct.go).
+	noDirect atomic.Bool
 }
 
 var _ mlog.Log = (*Log)(nil)

@@ -49,6 +49,7 @@ type partition struct {
 	unsynced int64
 	// lastGroup is how many bytes the last fsync covered (see preallocate).
 	lastGroup int64
+	dio       directFile // writer-owned (see direct.go)
 }
 
 func (l *Log) openPartition(t *topic, id int32) (*partition, []RecoveryReport, error) {
@@ -252,6 +253,23 @@ func (p *partition) write(q []pending) (int64, error) {
 			}
 			seg = p.active
 		}
+		if p.directOK(q) {
+			n, size, err := p.writeDirect(seg, q)
+			if err != nil {
+				p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
+				// Undo the partial write so the file ends at a batch
+				// boundary (zeros past it are dropped at recovery).
+				_ = seg.f.Truncate(seg.size)
+				seg.alloc = seg.size
+				return total, p.failed
+			}
+			if n > 0 {
+				p.unsynced += size
+				total += size
+				q = q[n:]
+				continue
+			}
+		}
 		e := &p.enc
 		e.reset(seg.wnext)
 		n := 0
@@ -350,6 +368,9 @@ func (s *segment) trimPrealloc() error {
 // roll seals the active segment (fsync data and indexes) and starts a new one.
 func (p *partition) roll() error {
 	old := p.active
+	if err := p.dio.close(); err != nil {
+		return fmt.Errorf("close direct descriptor of %s: %w", old.path, err)
+	}
 	if err := old.trimPrealloc(); err != nil {
 		return err
 	}
@@ -682,6 +703,9 @@ func (p *partition) closeFiles() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var errs []error
+	if err := p.dio.close(); err != nil {
+		errs = append(errs, err)
+	}
 	if a := p.active; a != nil && a.alloc > a.size && p.failed == nil {
 		err := a.trimPrealloc()
 		if err == nil {
