@@ -213,7 +213,7 @@ type Log struct {
 	Fsync         string   `yaml:"fsync"`
 	FsyncInterval Duration `yaml:"fsync_interval"`
 	FsyncBytes    ByteSize `yaml:"fsync_bytes"`
-	// DirectIO writes large batches (128 KiB or more) with O_DIRECT, past
+	// DirectIO writes large appends (1 MiB or more queued) with O_DIRECT, past
 	// the page cache, where the filesystem supports it.
 	DirectIO bool `yaml:"direct_io"`
 	// SegmentBytes and SegmentAge roll the active segment.

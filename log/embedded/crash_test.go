@@ -33,7 +33,7 @@ func TestCrashChild(t *testing.T) {
 		os.Exit(2)
 	}
 	run := os.Getenv(crashChildEnv + "_RUN")
-	// With _LARGE set, two of the appenders write records of 40-200 KB, so
+	// With _LARGE set, two of the appenders write records of 300-800 KB, so
 	// the writer takes its direct I/O path (direct.go) while it is killed.
 	large := os.Getenv(crashChildEnv+"_LARGE") != ""
 	var mu sync.Mutex
@@ -70,7 +70,7 @@ func TestCrashChild(t *testing.T) {
 					ids[j] = fmt.Sprintf("r%s-g%d-%08d-%d", run, g, i, j)
 					v := ids[j]
 					if large && g < 2 {
-						v += ":" + strings.Repeat("x", 40_000+(i*7919+j*104729)%160_000)
+						v += ":" + strings.Repeat("x", 300_000+(i*7919+j*104729)%500_000)
 					}
 					rs[j] = &log.Record{Topic: "crash", Key: []byte(fmt.Sprintf("r%s-g%d", run, g)), Value: []byte(v)}
 				}
@@ -187,6 +187,10 @@ func kill9(t *testing.T, large bool) {
 			}
 			acks = append(acks, a)
 			n++
+			if large && !direct && n > 3*target {
+				cmd.Process.Kill()
+				t.Fatalf("run %d: no direct write in %d acknowledged records", run, n)
+			}
 			if n >= target && !killed && (direct || !large) {
 				// Kill mid-load: the child keeps appending until the signal lands.
 				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {

@@ -43,13 +43,13 @@ func writeMixed(t *testing.T, l *Log, topic string, rounds int) [][]byte {
 		}
 		switch r % 3 {
 		case 0: // one group of several large records
-			produce(40_000+rng.IntN(30_000), 40_000+rng.IntN(30_000), 50_000+rng.IntN(9_999))
+			produce(400_000+rng.IntN(100_000), 400_000+rng.IntN(100_000), 400_000+rng.IntN(99_999))
 		case 1: // one record larger than a batch target
 			produce(batchTarget + 1 + rng.IntN(100_000))
-		case 2: // a group of many mid-sized records
-			sizes := make([]int, 200)
+		case 2: // many mid-sized records: more than one batch per write
+			sizes := make([]int, 1_000)
 			for i := range sizes {
-				sizes[i] = 500 + rng.IntN(2_000)
+				sizes[i] = 1_000 + rng.IntN(2_000)
 			}
 			produce(sizes...)
 		}
@@ -78,7 +78,7 @@ func TestDirectWrites(t *testing.T) {
 	if !directSupported(t, t.TempDir()) {
 		return
 	}
-	l := openT(t, dir, Options{SegmentBytes: 3 << 20})
+	l := openT(t, dir, Options{SegmentBytes: 5 << 20})
 	if err := l.CreateTopic(bg, "d", log.TopicConfig{Partitions: 1}); err != nil {
 		t.Fatal(err)
 	}
@@ -134,13 +134,13 @@ func TestDirectWrites(t *testing.T) {
 	}
 
 	for name, d := range map[string]string{"closed": dir, "copied while open": crashed} {
-		l2 := openT(t, d, Options{SegmentBytes: 3 << 20})
+		l2 := openT(t, d, Options{SegmentBytes: 5 << 20})
 		if rep := l2.Recovered(); len(rep) != 0 {
 			t.Errorf("%s: recovery reported %+v; a zero tail is not damage", name, rep)
 		}
 		checkDirectValues(t, name, readAll(t, l2, "d", 0), want)
 		// Appending goes on at the right offset, buffered and direct.
-		r := &log.Record{Topic: "d", Value: bytes.Repeat([]byte("z"), 200_000)}
+		r := &log.Record{Topic: "d", Value: bytes.Repeat([]byte("z"), 2_000_000)}
 		if err := l2.ProduceSync(bg, r); err != nil || r.Offset != int64(len(want)) {
 			t.Fatalf("%s: append after reopening: offset %d (%v), want %d", name, r.Offset, err, len(want))
 		}

@@ -80,7 +80,7 @@
 // lone appender pays about one fsync. With Fsync "always" every record is
 // written and fsynced on its own.
 //
-// When 128 KiB or more are queued, the writer encodes several batches into
+// When 1 MiB or more is queued, the writer encodes several batches into
 // one aligned buffer and writes them with O_DIRECT, past the page cache,
 // unless NoDirectIO is set or the filesystem refuses it. On virtual machines
 // the page cache's writeback was several times slower than the disk. A

@@ -59,7 +59,7 @@ type Options struct {
 	// means 8 MiB; at most 32 MiB.
 	MaxRecordBytes int
 	// NoDirectIO writes every batch through the page cache. By default
-	// batches of 128 KiB or more are written with O_DIRECT where the
+	// appends are written with O_DIRECT when 1 MiB or more is queued, where the
 	// filesystem supports it (see direct.go).
 	NoDirectIO bool
 	// Logger receives recovery and retention messages. Nil means slog.Default().

@@ -56,7 +56,7 @@ var (
 	startDesc    = prometheus.NewDesc("millstream_log_start_offset", "First readable offset of the partition.", []string{"topic", "partition"}, nil)
 	lagDesc      = prometheus.NewDesc("millstream_log_consumer_lag", "End offset minus committed offset per consumer group and partition.", []string{"group", "topic", "partition"}, nil)
 	bufferedDesc = prometheus.NewDesc("millstream_log_buffered_bytes", "Bytes produced but not yet durable (bounded by MaxBufferedBytes).", nil, nil)
-	directDesc   = prometheus.NewDesc("millstream_log_direct_writes_total", "Batches of 128 KiB or more written with direct I/O, past the page cache.", nil, nil)
+	directDesc   = prometheus.NewDesc("millstream_log_direct_writes_total", "Direct I/O writes (of 1 MiB or more queued records, up to 4 MiB each), past the page cache.", nil, nil)
 )
 
 // collector reports per-partition state at scrape time.
