@@ -1,8 +1,8 @@
 package embedded
 
 import (
-	"errors"
 	"fmt"
+	"sync"
 	"unsafe"
 )
 
@@ -55,20 +55,24 @@ const (
 	directMaxWrite = 4 << 20
 )
 
-// errDirectUnsupported is returned by openDirect where there is no O_DIRECT.
-var errDirectUnsupported = errors.New("direct I/O is not supported on this system")
-
 // openDirectFile opens a segment for direct writes; tests replace it.
 var openDirectFile = openDirect
 
-// directFile is the O_DIRECT descriptor of a partition's active segment and
-// an aligned buffer to write from. Only the partition's writer uses it.
+// directFile is the O_DIRECT descriptor of a partition's active segment.
+// Only the partition's writer uses it.
 type directFile struct {
 	seg   *segment
 	fd    int
-	buf   []byte // aligned to dioAlign
 	notes []batchNote
 }
+
+// dioBuffers holds the aligned buffers direct writes are encoded into,
+// shared by all partitions: their memory follows how many partitions
+// write in bulk at the same moment, not how many partitions there are.
+var dioBuffers = sync.Pool{New: func() any {
+	b := alignedBuffer(directMaxWrite + dioAlign)
+	return &b
+}}
 
 // alignedBuffer returns a zeroed slice of n bytes whose first byte sits on
 // a dioAlign boundary.
@@ -143,9 +147,9 @@ func (p *partition) writeDirect(seg *segment, q []pending) (records int, bytes i
 		}
 		d.seg, d.fd = seg, fd
 	}
-	if cap(d.buf) < directMaxWrite+dioAlign {
-		d.buf = alignedBuffer(directMaxWrite + dioAlign)
-	}
+	bp := dioBuffers.Get().(*[]byte)
+	defer dioBuffers.Put(bp)
+	dbuf := *bp
 	start := seg.size &^ (dioAlign - 1)
 	head := int(seg.size - start)
 
@@ -157,7 +161,7 @@ func (p *partition) writeDirect(seg *segment, q []pending) (records int, bytes i
 	pos, taken := head, 0
 	notes := d.notes[:0]
 	for taken < len(q) && pos < directMaxWrite {
-		e.buf = d.buf[pos:pos:cap(d.buf)]
+		e.buf = dbuf[pos:pos:cap(dbuf)]
 		base := seg.wnext + int64(taken)
 		e.reset(base)
 		n := 0
@@ -169,16 +173,16 @@ func (p *partition) writeDirect(seg *segment, q []pending) (records int, bytes i
 			n++
 		}
 		b := e.finish()
-		if unsafe.SliceData(b) != &d.buf[pos] {
+		if unsafe.SliceData(b) != &dbuf[pos] {
 			// It outgrew the buffer (a large record). The first batch
-			// gets a buffer of its own size; a later one waits for the
-			// next write.
+			// gets a buffer of its own size, used once; a later one
+			// waits for the next write.
 			if taken > 0 {
 				break
 			}
 			nb := alignedBuffer((head + len(b) + 2*dioAlign - 1) &^ (dioAlign - 1))
 			copy(nb[head:], b)
-			d.buf = nb
+			dbuf = nb
 		}
 		notes = append(notes, batchNote{pos: start + int64(pos), base: base, size: int64(len(b)), count: n, maxTs: e.maxTs})
 		pos += len(b)
@@ -189,7 +193,7 @@ func (p *partition) writeDirect(seg *segment, q []pending) (records int, bytes i
 	}
 	d.notes = notes
 	padded := (pos + dioAlign - 1) &^ (dioAlign - 1)
-	buf := d.buf[:padded]
+	buf := dbuf[:padded]
 	if head > 0 {
 		if _, err := seg.f.ReadAt(buf[:head], start); err != nil {
 			return 0, 0, fmt.Errorf("read the block a direct write rewrites: %w", err)
