@@ -229,7 +229,8 @@ func (n *Normalizer) Run(ctx context.Context) error {
 			}
 		}
 		recs, err := c.Poll(pctx)
-		lastPoll, behind = time.Now(), len(recs) >= maxPollRecords
+		lastPoll = time.Now()
+		behind = len(recs) >= maxPollRecords || (err == nil && n.opts.BatchWait > 0 && n.backlog(ctx, c))
 		if err == nil {
 			n.m.batches.Add(1)
 		}
@@ -267,6 +268,25 @@ func (n *Normalizer) Run(ctx context.Context) error {
 
 // maxPollRecords bounds one read of the source by Run.
 const maxPollRecords = 1000
+
+// backlog reports whether a full read (maxPollRecords) of the source is
+// already waiting past what Poll returned. A short read does not mean the
+// normaliser has caught up: Poll returns what the partition readers have
+// handed over so far, and a reader may still be fetching the next part of a
+// backlog. Fewer waiting records than a full read are the normal state of a
+// busy stream, which BatchWait is there to gather.
+func (n *Normalizer) backlog(ctx context.Context, c *log.Consumer) bool {
+	info, err := n.l.Topic(ctx, n.opts.Source)
+	if err != nil {
+		return false
+	}
+	pos := c.Positions()
+	var waiting int64
+	for _, p := range info.Partitions {
+		waiting += max(p.End-pos[p.Partition], 0)
+	}
+	return waiting >= maxPollRecords
+}
 
 // settler commits what Run has read and written: the source offsets and,
 // in the same durable write, the bookmark of uns.points; with them the
