@@ -256,12 +256,7 @@ func (p *partition) write(q []pending) (int64, error) {
 		if p.directOK(q) {
 			n, size, err := p.writeDirect(seg, q)
 			if err != nil {
-				p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
-				// Undo the partial write so the file ends at a batch
-				// boundary (zeros past it are dropped at recovery).
-				_ = seg.f.Truncate(seg.size)
-				seg.alloc = seg.size
-				return total, p.failed
+				return total, p.writeFailed(seg, err)
 			}
 			if n > 0 {
 				p.unsynced += size
@@ -285,13 +280,7 @@ func (p *partition) write(q []pending) (int64, error) {
 			_, err = seg.f.WriteAt(b, seg.size)
 		}
 		if err != nil {
-			p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
-			// Undo the partial write so the file ends at a batch boundary.
-			_ = seg.f.Truncate(seg.size)
-			seg.alloc = seg.size
-			// Nothing more is written after a failure, so no later batch
-			// can reach the file that its producer was told had failed.
-			return total, p.failed
+			return total, p.writeFailed(seg, err)
 		}
 		seg.noteBatch(seg.size, seg.wnext, n, e.maxTs, int64(len(b)))
 		seg.alloc = max(seg.alloc, seg.size)
@@ -300,6 +289,17 @@ func (p *partition) write(q []pending) (int64, error) {
 		q = q[n:]
 	}
 	return total, nil
+}
+
+// writeFailed stops the partition after a failed segment write and undoes
+// the partial write, so the file ends at a batch boundary. Nothing more is
+// written after a failure, so no later batch can reach the file that its
+// producer was told had failed.
+func (p *partition) writeFailed(seg *segment, err error) error {
+	p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
+	_ = seg.f.Truncate(seg.size)
+	seg.alloc = seg.size
+	return p.failed
 }
 
 func (p *partition) fail(err error) {
