@@ -10,7 +10,7 @@ import (
 //
 // Why: on the virtual machines this project runs on, the page cache's
 // writeback is the bottleneck of bulk appends. Buffered 1 MiB writes with
-// an fdatasync every 16 MiB reached 250-480 MB/s where O_DIRECT writes of
+// an fdatasync every 16 MiB reached 316-437 MB/s where O_DIRECT writes of
 // the same chunks reached 1.8-2.2 GB/s on the same disk. Buffered writes also
 // pay for every fresh page-cache page, which the hypervisor backs on first
 // touch. Small batches stay buffered. They are the MQTT case: many small
