@@ -58,6 +58,11 @@ ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # while runnable (/proc/PID/task/*/schedstat). Waiting as long as running
 # means the machine, not the broker, is the bottleneck.
 sched() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{c += $1; w += $2} END {printf "%.0f %.0f\n", c, w}'; }
+# Read and write system calls the process made (/proc/PID/io syscr, syscw:
+# read/recv and write/send families, the log's pread/pwrite included). On a
+# virtual machine where a system call costs microseconds they are a large
+# share of a broker's CPU.
+sysc() { awk '/^syscr|^syscw/ {printf "%s ", $2}' "/proc/$1/io"; }
 wait_idle() { # pid: until it uses under 5% of a core over half a second (at most 60 s)
   local a b
   for _ in $(seq 120); do
@@ -67,20 +72,20 @@ wait_idle() { # pid: until it uses under 5% of a core over half a second (at mos
   echo "bench-ingest: pid $1 still busy after 60 s" >&2
 }
 run() { # target port pid qos publishers
-  local t0 t1 s0 s1 out
+  local t0 t1 s0 s1 c0 c1 out
   wait_idle "$3"
-  t0=$(ticks "$3"); s0=$(sched "$3")
+  t0=$(ticks "$3"); s0=$(sched "$3"); c0=$(sysc "$3")
   out=$(./bin/millstream bench ingest --broker "tcp://127.0.0.1:$2" --target "$1" --qos "$4" --publishers "$5" --duration "$dur")
   wait_idle "$3"
-  t1=$(ticks "$3"); s1=$(sched "$3")
+  t1=$(ticks "$3"); s1=$(sched "$3"); c1=$(sysc "$3")
   echo "$out"
   echo "$out" | awk -v t="$1" -v q="$4" -v p="$5" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
-    -v s="$s0 $s1" '
+    -v s="$s0 $s1" -v c="$c0 $c1" '
     match($0, /"sent":[0-9]+/) { n += substr($0, RSTART + 7, RLENGTH - 7) }
     END {
-      split(s, a, " ")
-      printf "{\"scenario\":\"broker_cpu\",\"target\":\"%s\",\"qos\":%d,\"publishers\":%d,\"cpu_seconds\":%.2f,\"messages\":%d,\"cpu_us_per_message\":%.1f,\"runqueue_wait_seconds\":%.2f}\n",
-        t, q, p, ticks / hz, n, ticks / hz * 1e6 / n, (a[4] - a[2]) / 1e9
+      split(s, a, " "); split(c, k, " ")
+      printf "{\"scenario\":\"broker_cpu\",\"target\":\"%s\",\"qos\":%d,\"publishers\":%d,\"cpu_seconds\":%.2f,\"messages\":%d,\"cpu_us_per_message\":%.1f,\"runqueue_wait_seconds\":%.2f,\"read_syscalls_per_message\":%.2f,\"write_syscalls_per_message\":%.2f}\n",
+        t, q, p, ticks / hz, n, ticks / hz * 1e6 / n, (a[4] - a[2]) / 1e9, (k[3] - k[1]) / n, (k[4] - k[2]) / n
     }'
 }
 for qos in ${QOS:-0 1}; do

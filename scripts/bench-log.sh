@@ -25,8 +25,8 @@ echo "## dd before: dd if=/dev/zero of=$work/ddtest bs=1M count=512 oflag=direct
 dd_run
 echo
 
-echo "## go test -run '^\$' -bench 'BenchmarkProduce|BenchmarkGroupCommitInterval' -benchtime $benchtime ./log/embedded/"
-MILLSTREAM_BENCH_DIR="$work" go test -run '^$' -bench 'BenchmarkProduce|BenchmarkGroupCommitInterval' \
+echo "## go test -run '^\$' -bench 'BenchmarkProduce|BenchmarkGroupCommitInterval|BenchmarkDiskFlush' -benchtime $benchtime ./log/embedded/"
+MILLSTREAM_BENCH_DIR="$work" go test -run '^$' -bench 'BenchmarkProduce|BenchmarkGroupCommitInterval|BenchmarkDiskFlush' \
   -benchtime "$benchtime" ./log/embedded/ | grep -E '^(Benchmark|cpu|ok|FAIL)'
 echo
 
