@@ -16,9 +16,10 @@ import (
 // active segment is while groups are small, see preallocate) followed by the
 // same datasync the writer does. Besides the time per flush it reports the
 // flush's p99 and the CPU time the process spent per flush (user + system,
-// getrusage): on some virtual machines a flush costs as much CPU as a few
-// thousand MQTT messages' worth of parsing, which is why the broker's CPU per
-// message rises as load falls and every message gets its own flush.
+// getrusage). On the nested-virtualisation host of docs/benchmarks.md a flush
+// cost 83-120 µs of CPU, more than the rest of a QoS 1 message's handling
+// under load, which is why the broker's CPU per message rises as load falls
+// and every message gets its own flush.
 func BenchmarkDiskFlush(b *testing.B) {
 	path := filepath.Join(benchDir(b), "flush")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_TRUNC, 0o644)
