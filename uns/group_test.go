@@ -253,6 +253,15 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 		}
 		return n
 	}
+	// allPoints is the condition of every wait below; a failed wait says
+	// how far uns.points got.
+	lastTotal := 0
+	allPoints := func() bool { lastTotal = total(); return lastTotal >= pl.count }
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("uns.points held %d points at the last check, %d expected", lastTotal, pl.count)
+		}
+	})
 
 	a := startGroupMember(t, "a", l, 10, nil)
 	b := startGroupMember(t, "b", l, 10, nil)
@@ -265,7 +274,7 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 		pl.round(nodes, next, 5)
 		time.Sleep(50 * time.Millisecond)
 	}
-	waitFor(t, "the points so far", func() bool { return total() >= pl.count }, a, b)
+	waitFor(t, "the points so far", allPoints, a, b)
 	for _, x := range a.n.SparkplugNodes() {
 		for _, y := range b.n.SparkplugNodes() {
 			if x.EdgeNode == y.EdgeNode {
@@ -281,7 +290,7 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 	pl.round(nodes, next, 20)
 	a.stop(t)
 	pl.round(nodes, next+20, 40)
-	waitFor(t, "b to take over", func() bool { return total() >= pl.count }, b)
+	waitFor(t, "b to take over", allPoints, b)
 	if len(b.n.SparkplugNodes()) != len(nodes) {
 		t.Errorf("b knows %d edge nodes after the takeover, want %d", len(b.n.SparkplugNodes()), len(nodes))
 	}
@@ -316,7 +325,7 @@ func TestNormalizerGroupScaleOut(t *testing.T) {
 		t.Fatal("c never crashed")
 	}
 	pl.round(nodes, next+120, 20)
-	waitFor(t, "b to take over from the crashed groupMember", func() bool { return total() >= pl.count }, b)
+	waitFor(t, "b to take over from the crashed groupMember", allPoints, b)
 	time.Sleep(300 * time.Millisecond) // a duplicate would show up now
 	b.stop(t)
 

@@ -226,6 +226,12 @@ func (c *GroupConsumer) Poll(ctx context.Context) ([]mlog.Record, error) {
 		if ferr != nil {
 			return nil, ferr
 		}
+		// Nothing was handed out, but a poll that returned anything
+		// (here only errors that are skipped) still counts as a poller
+		// blocking rebalances until AllowRebalance: polling again
+		// without it would hold a pending rebalance for as long as no
+		// records came.
+		c.cl.AllowRebalance()
 	}
 }
 
