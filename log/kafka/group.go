@@ -345,7 +345,8 @@ func (c *GroupConsumer) Assigned() map[string][]int32 {
 
 // Positions returns, per owned partition, the offset after the last record
 // Poll returned: what Commit would commit. A component that checkpoints its
-// own state stores these with it.
+// own state stores these with it. Once Close has begun (in OnRevoked while
+// leaving) the last batch counts only if Commit was called after it.
 func (c *GroupConsumer) Positions() map[string]map[int32]int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -375,6 +376,12 @@ func (c *GroupConsumer) Close() error {
 		return nil
 	}
 	c.closed = true
+	// The polling goroutine has stopped, so a batch still pending was
+	// not processed (Commit after it would have moved it to pos). Drop
+	// it before leaving: OnRevoked may stamp derived state with
+	// Positions, and a position past records nobody processed makes the
+	// next owner skip them (the normaliser lost points that way).
+	clear(c.pending)
 	c.mu.Unlock()
 	c.cl.CloseAllowingRebalance()
 	return nil
