@@ -253,6 +253,14 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 		recs, err := c.Poll(pctx)
 		cancel()
 		if ctx.Err() != nil {
+			// Poll may return records although ctx has ended, and they
+			// count in the consumer's positions already: store them
+			// before the last flush stamps its checkpoint with those
+			// positions, or a restart resumes after samples never stored.
+			for i := range recs {
+				pending += in.appendRecord(&recs[i])
+			}
+			in.records.Add(int64(len(recs)))
 			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			return flush(fctx)

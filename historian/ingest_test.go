@@ -407,3 +407,66 @@ func TestIngestRefusesAnotherTopicsHistorian(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 }
+
+// TestIngestStopStoresWhatItCheckpoints stops the ingester again and again
+// while points keep coming. Poll can return records after the context has
+// ended; the checkpoint of the final flush counts them, so they must be
+// stored: after every stop the checkpoint is exactly where the stored
+// records end.
+func TestIngestStopStoresWhatItCheckpoints(t *testing.T) {
+	ctx := context.Background()
+	l := openTestLog(t)
+	if err := l.CreateTopic(ctx, uns.PointsTopic, log.TopicConfig{Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := rand.New(rand.NewPCG(7, 7))
+	base := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	stop := make(chan struct{})
+	produced := make(chan struct{})
+	go func() { // bounded: at most 2,000 batches, and stops when told
+		defer close(produced)
+		for i := 0; i < 2000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			pts := testPoints(r, 5, base.Add(time.Duration(i)*time.Second))
+			rs := make([]*log.Record, len(pts))
+			for j := range pts {
+				rs[j] = &log.Record{Topic: uns.PointsTopic, Key: []byte(pts[j].Asset()), Value: uns.AppendPointJSON(nil, &pts[j])}
+			}
+			if err := l.ProduceSync(ctx, rs...); err != nil {
+				return // the log closed under it at the end of the test
+			}
+		}
+	}()
+	defer func() { close(stop); <-produced }()
+	sum := func() int64 {
+		ck, err := decodeCheckpoint(db.Checkpoint())
+		if err != nil {
+			return 0 // none yet
+		}
+		var n int64
+		for _, o := range ck.offsets {
+			n += o
+		}
+		return n
+	}
+	for i := 0; i < 20; i++ {
+		before := sum()
+		in := startIngester(t, l, db, IngestOptions{FlushInterval: time.Hour})
+		waitFor(t, "records read", func() bool { return in.in.Stats().Records > 0 })
+		if err := in.halt(t); err != nil {
+			t.Fatal(err)
+		}
+		if got, stored := sum(), before+in.in.Stats().Records; got != stored {
+			t.Fatalf("stop %d: the checkpoint says %d records, %d were stored", i, got, stored)
+		}
+	}
+}
