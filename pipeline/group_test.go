@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -150,5 +151,90 @@ func TestRollupGroupSplitsAndTakesOver(t *testing.T) {
 		if seen[k] != 1 {
 			t.Errorf("window %s written %d times", k, seen[k])
 		}
+	}
+}
+
+// stopRaceSource is a group consumer whose second Poll returns records
+// although the run's context has just ended, as a real consumer may when
+// both are ready at once. Commit marks everything returned as processed.
+type stopRaceSource struct {
+	cb        uns.GroupCallbacks
+	a, b      []log.Record
+	stop      context.CancelFunc
+	polls     int
+	committed int64 // the position Commit claimed
+	returned  int64
+}
+
+func (s *stopRaceSource) Poll(ctx context.Context) ([]log.Record, error) {
+	s.polls++
+	switch s.polls {
+	case 1:
+		s.cb.OnAssigned(ctx, map[string][]int32{uns.PointsTopic: {0}})
+		s.returned = s.a[len(s.a)-1].Offset + 1
+		return s.a, nil
+	case 2:
+		s.stop()
+		s.returned = s.b[len(s.b)-1].Offset + 1
+		return s.b, nil
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+func (s *stopRaceSource) Commit(context.Context) error { s.committed = s.returned; return nil }
+func (s *stopRaceSource) Positions() map[string]map[int32]int64 {
+	return map[string]map[int32]int64{uns.PointsTopic: {0: s.returned}}
+}
+func (s *stopRaceSource) Close() error { return nil }
+
+// TestRollupStopFoldsInWhatItCommits: records a Poll returns as the run
+// stops are counted by the final commit, so they must be in the final
+// checkpoint too; otherwise the next owner of the partition (a Kafka group
+// starts at the committed offset) never sees them.
+func TestRollupStopFoldsInWhatItCommits(t *testing.T) {
+	l := openLog(t)
+	var recs []log.Record
+	for i := range 20 {
+		p := uns.Point{Path: "acme/l1/m1/temp", Time: t0.Add(time.Duration(i) * time.Second), Value: uns.FloatValue(float64(i)), Quality: uns.Good}
+		recs = append(recs, log.Record{Topic: uns.PointsTopic, Partition: 0, Offset: int64(i), Key: []byte(p.Asset()), Value: uns.AppendPointJSON(nil, &p), Timestamp: p.Time,
+			Headers: []log.Header{{Key: uns.HeaderContentType, Value: []byte("application/json")}}})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &stopRaceSource{a: recs[:10], b: recs[10:], stop: cancel}
+	r, err := NewRollup(l, RollupOptions{Interval: time.Minute, CheckpointInterval: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Now: func() time.Time { return t0 },
+		GroupConsumer: func(_ context.Context, _ string, _ []string, cb uns.GroupCallbacks) (uns.GroupConsumer, error) {
+			src.cb = cb
+			return src, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if src.committed != 20 {
+		t.Fatalf("the final commit claimed position %d, want 20 (both batches)", src.committed)
+	}
+	info, err := l.Topic(context.Background(), r.stateTopic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := info.Partitions[0]
+	if p.End == p.Start {
+		t.Fatal("no checkpoint written at the stop")
+	}
+	last, err := l.Fetch(context.Background(), r.stateTopic(), 0, p.End-1, log.FetchOptions{MaxRecords: 1})
+	if err != nil || len(last) == 0 {
+		t.Fatalf("read the checkpoint: %v", err)
+	}
+	var cp checkpoint
+	if err := json.Unmarshal(last[0].Value, &cp); err != nil {
+		t.Fatal(err)
+	}
+	if cp.Position != src.committed {
+		t.Fatalf("the final checkpoint is at position %d but the commit claimed %d: the records between were never folded in", cp.Position, src.committed)
 	}
 }

@@ -308,6 +308,14 @@ func (r *Rollup) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
+			// Poll may return records although ctx has ended, and the
+			// commit below counts them as read: fold them in first, or
+			// the next owner of a Kafka group starts after them.
+			if err == nil && len(recs) > 0 {
+				if err := st.batch(fctx, recs, false, commit); err != nil {
+					return err
+				}
+			}
 			st.mu.Lock()
 			defer st.mu.Unlock()
 			return st.checkpointAll(fctx, commit)
