@@ -252,15 +252,15 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 		pctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
 		recs, err := c.Poll(pctx)
 		cancel()
+		// Records count in the consumer's positions once Poll returned
+		// them, also when ctx ended meanwhile (Poll may still return
+		// some): store them before any flush stamps its checkpoint with
+		// those positions, or a restart resumes after samples never stored.
+		for i := range recs {
+			pending += in.appendRecord(&recs[i])
+		}
+		in.records.Add(int64(len(recs)))
 		if ctx.Err() != nil {
-			// Poll may return records although ctx has ended, and they
-			// count in the consumer's positions already: store them
-			// before the last flush stamps its checkpoint with those
-			// positions, or a restart resumes after samples never stored.
-			for i := range recs {
-				pending += in.appendRecord(&recs[i])
-			}
-			in.records.Add(int64(len(recs)))
 			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			return flush(fctx)
@@ -268,10 +268,6 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 			return fmt.Errorf("historian: %w", err)
 		}
-		for i := range recs {
-			pending += in.appendRecord(&recs[i])
-		}
-		in.records.Add(int64(len(recs)))
 		if !in.caughtUp.Load() {
 			if in.checkCaughtUp(c.Positions(), ends) {
 				n := in.records.Load()
