@@ -168,6 +168,11 @@ func (c *Consumer) read(p int32, off int64) {
 // Poll blocks until records from any partition are available, ctx is done or
 // the consumer is closed. A read error of a partition is returned once; that
 // partition then stops (close and recreate the consumer to retry).
+//
+// Records may come back although ctx has ended (both were ready), and
+// Positions and Commit count them from then on: a caller that checkpoints
+// or commits on its way out processes them first, or the next run starts
+// after records nobody processed.
 func (c *Consumer) Poll(ctx context.Context) ([]Record, error) {
 	var f fetched
 	if c.held != nil {

@@ -20,9 +20,11 @@ import (
 // Positions behave as log.Consumer's: Poll returns the next records of the
 // owned partitions and says that the previous batch is processed; Commit
 // commits the processed positions; Positions returns them, per topic and
-// partition, including the last batch. Close leaves the group: the
-// OnRevoked callback runs for every owned partition, then their processed
-// positions are committed. (*kafka.Log).GroupConsumer satisfies it; uns
+// partition, including the last batch. As with log.Consumer, Poll may
+// return records although ctx has ended; they are the caller's to process.
+// Close leaves the group: the OnRevoked callback runs for every owned
+// partition, then their processed positions are committed (a batch Poll
+// returned and nobody committed after is not counted). (*kafka.Log).GroupConsumer satisfies it; uns
 // does not depend on the backend.
 type GroupConsumer interface {
 	Poll(ctx context.Context) ([]log.Record, error)
