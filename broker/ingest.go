@@ -122,8 +122,10 @@ type ingressRecord struct {
 	// keeps record timestamps in milliseconds and truncates rec.Timestamp,
 	// which would overstate the append wait by up to a millisecond.
 	received time.Time
-	h        *ingestHook
-	done     func(*log.Record, error) // promise for QoS 0 and wills, bound once
+	// durable is when the log reported the append (queued appends only).
+	durable time.Time
+	h       *ingestHook
+	done    func(*log.Record, error) // promise for QoS 0 and wills, bound once
 
 	// For appends queued on a client's acker.
 	a        *acker
@@ -378,6 +380,7 @@ func (a *acker) enqueue(ir *ingressRecord, pk packets.Packet) error {
 // the acknowledgement is written by a drain goroutine.
 func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
 	a := ir.a
+	ir.durable = time.Now()
 	a.mu.Lock()
 	ir.err, ir.finished = err, true
 	start := !a.draining && a.q[a.handed].finished
@@ -584,9 +587,13 @@ const maxRun = 256
 func (a *acker) ack(ir *ingressRecord) bool {
 	h, cl, pk := a.h, a.cl, ir.pk
 	if pk.FixedHeader.Qos > 0 {
-		h.b.metrics.appendWait.Observe(time.Since(ir.received).Seconds())
+		now := time.Now()
+		h.b.metrics.appendWait.Observe(now.Sub(ir.received).Seconds())
 		if ir.err == nil {
 			h.b.metrics.appended.Add(1)
+			if ir.turn == nil { // QoS 2's PUBREC is the read loop's
+				h.b.metrics.ackWait.Observe(now.Sub(ir.durable).Seconds())
+			}
 		}
 	}
 	if ir.turn != nil {

@@ -60,6 +60,7 @@ type metrics struct {
 	inflight   func() float64
 	stateLive  func() (sessions, retained float64)
 	appendWait prometheus.Histogram
+	ackWait    prometheus.Histogram
 
 	dMsgsIn, dMsgsOut, dBytesIn, dBytesOut, dConns   *prometheus.Desc
 	dAppended, dAppendErrors, dQoS0Dropped           *prometheus.Desc
@@ -85,6 +86,13 @@ func newMetrics() *metrics {
 			Subsystem: metricSubsystem,
 			Name:      "append_wait_seconds",
 			Help:      "Time a QoS 1/2 PUBLISH waited for its durable append to the log before being acknowledged.",
+			Buckets:   prometheus.ExponentialBuckets(50e-6, 2, 16),
+		}),
+		ackWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: metricNamespace,
+			Subsystem: metricSubsystem,
+			Name:      "ack_handoff_seconds",
+			Help:      "Part of append_wait_seconds after the append was durable: until its PUBACK was written (waiting for earlier messages of the client and for a goroutine to write it).",
 			Buckets:   prometheus.ExponentialBuckets(50e-6, 2, 16),
 		}),
 		dMsgsIn:          prometheus.NewDesc(name("messages_received_total"), "PUBLISH packets received from clients.", lbl, nil),
@@ -124,6 +132,7 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	m.appendWait.Describe(ch)
+	m.ackWait.Describe(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -172,4 +181,5 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	gauge(m.dSessions, sessions)
 	gauge(m.dRetained, retained)
 	m.appendWait.Collect(ch)
+	m.ackWait.Collect(ch)
 }
