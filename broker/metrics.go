@@ -76,25 +76,25 @@ const (
 	metricSubsystem = "mqtt"
 )
 
+// waitHistogram is a histogram of PUBLISH-to-acknowledgement times: 50 µs
+// to 1.6 s.
+func waitHistogram(name, help string) prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Namespace: metricNamespace,
+		Subsystem: metricSubsystem,
+		Name:      name,
+		Help:      help,
+		Buckets:   prometheus.ExponentialBuckets(50e-6, 2, 16),
+	})
+}
+
 func newMetrics() *metrics {
 	name := func(n string) string { return prometheus.BuildFQName(metricNamespace, metricSubsystem, n) }
 	lbl := []string{"listener", "type"}
 	return &metrics{
-		byName: map[string]*listenerStats{},
-		appendWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: metricNamespace,
-			Subsystem: metricSubsystem,
-			Name:      "append_wait_seconds",
-			Help:      "Time a QoS 1/2 PUBLISH waited for its durable append to the log before being acknowledged.",
-			Buckets:   prometheus.ExponentialBuckets(50e-6, 2, 16),
-		}),
-		ackWait: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Namespace: metricNamespace,
-			Subsystem: metricSubsystem,
-			Name:      "ack_handoff_seconds",
-			Help:      "Part of append_wait_seconds after the append was durable: until its PUBACK was written (waiting for earlier messages of the client and for a goroutine to write it).",
-			Buckets:   prometheus.ExponentialBuckets(50e-6, 2, 16),
-		}),
+		byName:           map[string]*listenerStats{},
+		appendWait:       waitHistogram("append_wait_seconds", "Time a QoS 1/2 PUBLISH waited for its durable append to the log before being acknowledged."),
+		ackWait:          waitHistogram("ack_handoff_seconds", "Part of append_wait_seconds after the append was durable: until its PUBACK was written (waiting for earlier messages of the client and for a goroutine to write it)."),
 		dMsgsIn:          prometheus.NewDesc(name("messages_received_total"), "PUBLISH packets received from clients.", lbl, nil),
 		dMsgsOut:         prometheus.NewDesc(name("messages_sent_total"), "PUBLISH packets sent to clients.", lbl, nil),
 		dBytesIn:         prometheus.NewDesc(name("received_bytes_total"), "Bytes read from client connections (wire bytes, TLS and WebSocket framing included).", lbl, nil),
