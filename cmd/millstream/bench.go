@@ -24,7 +24,9 @@ const benchUsage = `Scenarios:
            the broker acknowledges) and then a phase at half the peak rate,
            each after a warm-up (--warmup) that is not counted; prints one
            JSON line per phase: messages/s published and delivered,
-           publish->PUBACK p50/p99/max.
+           publish->PUBACK p50/p99/max. With --metrics (a Millstream's
+           /metrics URL) also the broker's own part of that wait, its
+           hand-off after the flush, and the flushes, for the same window.
   uns      Simulated Sparkplug edge nodes (NODES x DEVICES x METRICS at RATE
            DDATA/s per device) publish through the broker while a client of
            /api/v1/uns/live measures each point's latency from its source
@@ -62,6 +64,7 @@ type ingestParams struct {
 	Rate       float64 `json:"rate_target"`
 	Duration   time.Duration
 	Warmup     time.Duration `json:"-"`
+	Metrics    string        `json:"-"`
 	Username   string        `json:"-"`
 	Password   string        `json:"-"`
 	TopicBase  string        `json:"-"`
@@ -85,6 +88,8 @@ type ingestResult struct {
 	// (Linux only): the generator shares the machine with the broker.
 	MachineBusyPct  *float64 `json:"machine_busy_pct,omitempty"`
 	MachineStealPct *float64 `json:"machine_steal_pct,omitempty"`
+	// From the server's own histograms (--metrics), over the same window.
+	serverResult
 }
 
 func benchIngest(args []string, stdout, stderr io.Writer) error {
@@ -102,6 +107,7 @@ func benchIngest(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&p.Username, "username", "", "MQTT username")
 	fs.StringVar(&p.Password, "password", "", "MQTT password")
 	fs.StringVar(&p.TopicBase, "topic", "bench", "topic prefix; the subscriber listens on PREFIX/#")
+	fs.StringVar(&p.Metrics, "metrics", "", "a Millstream's /metrics URL (e.g. http://127.0.0.1:8080/metrics): also report, per phase, its own PUBACK wait and hand-off quantiles and its flushes (server_* fields)")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
@@ -216,13 +222,23 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	deadline := measureFrom.Add(p.Duration)
 	perPub := p.Rate / float64(p.Publishers)
 
-	// The machine's CPU counters at the start of the measured window.
+	// The machine's CPU counters (and the server's histograms) at the start
+	// of the measured window.
 	cpuFrom := make(chan machineCPU, 1)
+	serverFrom := make(chan serverSnapshot, 1)
 	cpuTimer := time.AfterFunc(p.Warmup, func() {
 		if m, ok := readMachineCPU(); ok {
 			cpuFrom <- m
 		}
 		close(cpuFrom)
+		if p.Metrics != "" {
+			if snap, err := fetchServerMetrics(ctx, p.Metrics); err != nil {
+				fmt.Fprintf(stderr, "bench ingest: %v (no server_* fields for this phase)\n", err)
+			} else {
+				serverFrom <- snap
+			}
+		}
+		close(serverFrom)
 	})
 	defer cpuTimer.Stop()
 
@@ -343,6 +359,15 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 		if from, ok := <-cpuFrom; ok {
 			if busy, steal, ok := cpuUsage(from, to); ok {
 				res.MachineBusyPct, res.MachineStealPct = &busy, &steal
+			}
+		}
+	}
+	if p.Metrics != "" && !time.Now().Before(measureFrom) {
+		if from, ok := <-serverFrom; ok {
+			if to, err := fetchServerMetrics(ctx, p.Metrics); err != nil {
+				fmt.Fprintf(stderr, "bench ingest: %v (no server_* fields for this phase)\n", err)
+			} else {
+				res.serverResult = serverDelta(from, to)
 			}
 		}
 	}

@@ -17,16 +17,17 @@ import (
 
 // benchLine is one JSON line of `millstream bench ingest`.
 type benchLine struct {
-	Phase     string   `json:"phase"`
-	QoS       int      `json:"qos"`
-	Published int64    `json:"published"`
-	Acked     int64    `json:"acked"`
-	Delivered int64    `json:"delivered"`
-	Errors    int64    `json:"errors"`
-	P50       float64  `json:"puback_p50_ms"`
-	P99       float64  `json:"puback_p99_ms"`
-	Busy      *float64 `json:"machine_busy_pct"`
-	Steal     *float64 `json:"machine_steal_pct"`
+	Phase        string   `json:"phase"`
+	QoS          int      `json:"qos"`
+	Published    int64    `json:"published"`
+	Acked        int64    `json:"acked"`
+	Delivered    int64    `json:"delivered"`
+	Errors       int64    `json:"errors"`
+	P50          float64  `json:"puback_p50_ms"`
+	P99          float64  `json:"puback_p99_ms"`
+	Busy         *float64 `json:"machine_busy_pct"`
+	Steal        *float64 `json:"machine_steal_pct"`
+	serverResult          // with --metrics only
 }
 
 func runBenchIngest(t *testing.T, broker string, args ...string) []benchLine {
@@ -78,7 +79,20 @@ func checkBench(t *testing.T, name string, lines []benchLine, phases ...string) 
 func TestBenchIngest(t *testing.T) {
 	s := startServer(t, writeConfig(t, t.TempDir(), ""))
 	ms := "tcp://127.0.0.1:" + s.port()
-	checkBench(t, "millstream qos 1", runBenchIngest(t, ms, "--publishers", "3", "--duration", "1s", "--warmup", "500ms", "--phases", "peak,half"), "peak", "half")
+	qos1 := runBenchIngest(t, ms, "--publishers", "3", "--duration", "1s", "--warmup", "500ms", "--phases", "peak,half", "--metrics", s.http+"/metrics")
+	checkBench(t, "millstream qos 1", qos1, "peak", "half")
+	// --metrics adds the server's own split of the wait, for the same
+	// messages: its part is within the client's round trip, and the
+	// hand-off is part of it.
+	for _, l := range qos1 {
+		if l.AppendWaitP50 == nil || l.AppendWaitP99 == nil || l.HandoffP50 == nil || l.HandoffP99 == nil || l.Flushes == nil || l.FlushMean == nil {
+			t.Errorf("phase %s: server_* fields missing: %+v", l.Phase, l)
+			continue
+		}
+		if w50, w99, h50 := *l.AppendWaitP50, *l.AppendWaitP99, *l.HandoffP50; w50 <= 0 || w99 < w50 || h50 > w99 || *l.Flushes <= 0 || *l.FlushMean <= 0 {
+			t.Errorf("phase %s: server append wait p50/p99 %v/%v ms, hand-off p50 %v ms, %d flushes of %v ms", l.Phase, w50, w99, h50, *l.Flushes, *l.FlushMean)
+		}
+	}
 	checkBench(t, "millstream qos 0", runBenchIngest(t, ms, "--qos", "0", "--publishers", "2", "--duration", "1s", "--warmup", "0s", "--phases", "500"), "500")
 
 	mq := startMosquitto(t)
