@@ -380,7 +380,9 @@ func (a *acker) enqueue(ir *ingressRecord, pk packets.Packet) error {
 // the acknowledgement is written by a drain goroutine.
 func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
 	a := ir.a
-	ir.durable = time.Now()
+	if ir.pk.FixedHeader.Qos > 0 {
+		ir.durable = time.Now() // for ackWait; QoS 0 has no acknowledgement
+	}
 	a.mu.Lock()
 	ir.err, ir.finished = err, true
 	start := !a.draining && a.q[a.handed].finished

@@ -72,7 +72,11 @@ func sumHistograms(ms []*dto.Metric) histSnapshot {
 	for _, m := range ms {
 		hg := m.GetHistogram()
 		for _, b := range hg.GetBucket() {
-			byBound[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+			// The text format lists +Inf as a bucket, the protobuf one
+			// leaves it implicit: take it from the count either way.
+			if ub := b.GetUpperBound(); !math.IsInf(ub, 1) {
+				byBound[ub] += float64(b.GetCumulativeCount())
+			}
 		}
 		byBound[math.Inf(1)] += float64(hg.GetSampleCount())
 		h.count += float64(hg.GetSampleCount())

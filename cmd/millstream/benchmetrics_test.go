@@ -67,6 +67,10 @@ func TestServerDeltaFromScrapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// +Inf, listed as a bucket in the text format, is counted once.
+	if h := to[metricAppendWait]; h.counts[len(h.counts)-1] != h.count {
+		t.Errorf("append wait: +Inf bucket %v, count %v; want them equal", h.counts[len(h.counts)-1], h.count)
+	}
 	r := serverDelta(from, to)
 	check := func(name string, got *float64, want float64) {
 		t.Helper()
