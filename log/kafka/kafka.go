@@ -318,7 +318,19 @@ func (l *Log) Topic(ctx context.Context, name string) (mlog.TopicInfo, error) {
 		return mlog.TopicInfo{}, fmt.Errorf("kafka log: describe topic %s: %w", name, mapErr(err))
 	}
 	if td, ok := tds[name]; !ok || errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
-		return mlog.TopicInfo{}, fmt.Errorf("kafka log: topic %s: %w", name, mlog.ErrUnknownTopic)
+		// kadm answers from the client's metadata cache, which keeps an
+		// "unknown" for seconds, also when another node or component
+		// created the topic a moment later. Ask the cluster before saying
+		// so; the answer also refreshes the cache for the offsets below.
+		m, err := l.topicMeta(ctx, name, true)
+		if err != nil {
+			return mlog.TopicInfo{}, err
+		}
+		parts := make(kadm.PartitionDetails, len(m.leaders))
+		for p, leader := range m.leaders {
+			parts[int32(p)] = kadm.PartitionDetail{Topic: name, Partition: int32(p), Leader: leader}
+		}
+		tds = kadm.TopicDetails{name: {Topic: name, ID: m.id, Partitions: parts}}
 	}
 	infos, err := l.describe(ctx, tds)
 	if err != nil {

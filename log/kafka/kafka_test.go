@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -64,4 +65,28 @@ func TestConformanceOneBroker(t *testing.T) {
 	logtest.Run(t, func(t *testing.T) mlog.Log {
 		return open(t, testOptions(c))
 	})
+}
+
+// TestTopicCreatedElsewhereIsSeenAtOnce: a topic another node (or another
+// goroutine's Log) created a moment after this Log was told it did not exist
+// is described at once. The client's metadata cache keeps the "unknown" for
+// seconds; a normaliser that asked for uns.points just after another
+// component created it stopped with "unknown topic".
+func TestTopicCreatedElsewhereIsSeenAtOnce(t *testing.T) {
+	c := newCluster(t, 1)
+	a, b := open(t, testOptions(c)), open(t, testOptions(c))
+	ctx := ctxT(t)
+	if _, err := a.Topic(ctx, "late"); !errors.Is(err, mlog.ErrUnknownTopic) {
+		t.Fatalf("before creation: %v, want ErrUnknownTopic", err)
+	}
+	if err := b.CreateTopic(ctx, "late", mlog.TopicConfig{Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := a.Topic(ctx, "late")
+	if err != nil {
+		t.Fatalf("right after another Log created it: %v", err)
+	}
+	if len(info.Partitions) != 3 {
+		t.Errorf("%d partitions, want 3", len(info.Partitions))
+	}
 }
