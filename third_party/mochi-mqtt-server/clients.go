@@ -161,6 +161,10 @@ type ClientState struct {
 	outboundQty     int32                // number of messages currently in the outbound queue
 	Keepalive       uint16               // the number of seconds the connection can wait
 	ServerKeepalive bool                 // keepalive was set by the server
+	// Millstream patch: closed when the connection's read loop has
+	// returned (nil for clients that never read, e.g. restored sessions),
+	// so a session takeover can wait for the old connection's last packet.
+	readDone chan struct{}
 }
 
 // newClient returns a new instance of Client. This is almost exclusively used by Server

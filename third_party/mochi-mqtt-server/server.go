@@ -409,6 +409,17 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	go cl.WriteLoop()
 	defer cl.Stop(nil)
+	// Millstream patch: set before the client can be found in s.Clients
+	// (Clients.Add is after it), closed once its read loop has returned.
+	cl.State.readDone = make(chan struct{})
+	readDone := cl.State.readDone
+	defer func() {
+		select {
+		case <-readDone:
+		default:
+			close(readDone)
+		}
+	}()
 
 	pk, err := s.readConnectionPacket(cl)
 	if err != nil {
@@ -474,6 +485,7 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 	s.hooks.OnSessionEstablished(cl, pk)
 
 	err = cl.Read(s.receivePacket)
+	close(readDone)
 	if err != nil {
 		s.sendLWT(cl)
 		cl.Stop(err)
@@ -561,7 +573,18 @@ func (s *Server) validateConnect(cl *Client, pk packets.Packet) packets.Code {
 // session is abandoned.
 func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 	if existing, ok := s.Clients.Get(cl.ID); ok {
-		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver)                                   // [MQTT-3.1.4-3]
+		_ = s.DisconnectClient(existing, packets.ErrSessionTakenOver) // [MQTT-3.1.4-3]
+		// Millstream patch: let the old connection finish the packet it is
+		// processing before the new one's packets are, so a client that
+		// reconnects at once (a Sparkplug edge node after a drop) cannot
+		// have its new messages stored before its last old ones.
+		if done := existing.State.readDone; done != nil {
+			select {
+			case <-done:
+			case <-time.After(takeoverWait):
+				s.Log.Warn("session takeover: the old connection's read loop did not stop in time", "client", cl.ID, "waited", takeoverWait)
+			}
+		}
 		if pk.Connect.Clean || (existing.Properties.Clean && existing.Properties.ProtocolVersion < 5) { // [MQTT-3.1.2-4] [MQTT-3.1.4-4]
 			s.UnsubscribeClient(existing)
 			existing.ClearInflights()
@@ -602,6 +625,10 @@ func (s *Server) inheritClientSession(pk packets.Packet, cl *Client) bool {
 
 	return false // [MQTT-3.2.2-2]
 }
+
+// takeoverWait bounds how long a session takeover waits for the old
+// connection's read loop (Millstream patch, see inheritClientSession).
+const takeoverWait = 5 * time.Second
 
 // SendConnack returns a Connack packet to a client.
 func (s *Server) SendConnack(cl *Client, reason packets.Code, present bool, properties *packets.Properties) error {
