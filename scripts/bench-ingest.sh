@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Compares MQTT ingest of Millstream and mosquitto on this machine, in one run,
 # with the same client code (millstream bench ingest). Also reports Millstream's
-# idle RSS. Usage: [QOS="0 1"] scripts/bench-ingest.sh [DURATION] [PUBLISHERS...]
+# idle RSS. For each QoS and number of publishers it runs Millstream (peak, then
+# half of its peak), mosquitto (the same), and Millstream again at mosquitto's
+# half-load rate (target millstream-at-mosquitto-half): the tails at equal load.
+# Usage: [QOS="0 1"] scripts/bench-ingest.sh [DURATION] [PUBLISHERS...]
 # Everything listens on 127.0.0.1 and stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,18 +74,18 @@ wait_idle() { # pid: until it uses under 5% of a core over half a second (at mos
   done
   echo "bench-ingest: pid $1 still busy after 60 s" >&2
 }
-run() { # target port pid qos publishers
+run() { # target port pid qos publishers [phases [label]]
   local t0 t1 s0 s1 c0 c1 out
   wait_idle "$3"
   t0=$(ticks "$3"); s0=$(sched "$3"); c0=$(sysc "$3")
   # Millstream's own histograms split its part of the PUBACK wait (server_*).
   local extra=()
   [ "$1" = millstream ] && extra=(--metrics "http://127.0.0.1:$http_port/metrics")
-  out=$(./bin/millstream bench ingest --broker "tcp://127.0.0.1:$2" --target "$1" --qos "$4" --publishers "$5" --duration "$dur" "${extra[@]}")
+  out=$(./bin/millstream bench ingest --broker "tcp://127.0.0.1:$2" --target "${7:-$1}" --qos "$4" --publishers "$5" --duration "$dur" --phases "${6:-peak,half}" "${extra[@]}")
   wait_idle "$3"
   t1=$(ticks "$3"); s1=$(sched "$3"); c1=$(sysc "$3")
   echo "$out"
-  echo "$out" | awk -v t="$1" -v q="$4" -v p="$5" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
+  echo "$out" | awk -v t="${7:-$1}" -v q="$4" -v p="$5" -v ticks=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" \
     -v s="$s0 $s1" -v c="$c0 $c1" '
     match($0, /"sent":[0-9]+/) { n += substr($0, RSTART + 7, RLENGTH - 7) }
     END {
@@ -94,6 +97,13 @@ run() { # target port pid qos publishers
 for qos in ${QOS:-0 1}; do
   for p in "${pubs[@]}"; do
     run millstream $ms_port "$ms_pid" "$qos" "$p"
-    run mosquitto $mq_port "$mq_pid" "$qos" "$p"
+    mq=$(run mosquitto $mq_port "$mq_pid" "$qos" "$p")
+    echo "$mq"
+    # Millstream again at mosquitto's half-load rate: the brokers' tails
+    # compared at equal load (each one's own half load differs with its peak).
+    rate=$(echo "$mq" | grep '"phase":"half"' | grep -o '"rate_target":[0-9.]*' | cut -d: -f2)
+    if [ -n "$rate" ] && [ "${rate%.*}" -gt 0 ]; then
+      run millstream $ms_port "$ms_pid" "$qos" "$p" "${rate%.*}" millstream-at-mosquitto-half
+    fi
   done
 done
