@@ -24,7 +24,9 @@ const benchUsage = `Scenarios:
            the broker acknowledges) and then a phase at half the peak rate,
            each after a warm-up (--warmup) that is not counted; prints one
            JSON line per phase: messages/s published and delivered,
-           publish->PUBACK p50/p99/max. With --metrics (a Millstream's
+           publish->PUBACK p50/p99/max (and, on Linux over plain TCP,
+           publish->PUBACK in the client's socket, from the kernel's receive
+           timestamps: without the load generator's own delay). With --metrics (a Millstream's
            /metrics URL) also the broker's own part of that wait, its
            hand-off after the flush, and the flushes, for the same window.
   uns      Simulated Sparkplug edge nodes (NODES x DEVICES x METRICS at RATE
@@ -83,7 +85,12 @@ type ingestResult struct {
 	AckP50Millis float64 `json:"puback_p50_ms,omitempty"`
 	AckP99Millis float64 `json:"puback_p99_ms,omitempty"`
 	AckMaxMillis float64 `json:"puback_max_ms,omitempty"`
-	Errors       int64   `json:"errors"`
+	// The same latencies up to the PUBACK's arrival in the client's socket
+	// (the kernel's receive timestamp, Linux, plain TCP): without the time the
+	// load generator's goroutine waited to read it.
+	WireP50Millis float64 `json:"puback_socket_p50_ms,omitempty"`
+	WireP99Millis float64 `json:"puback_socket_p99_ms,omitempty"`
+	Errors        int64   `json:"errors"`
 	// The whole machine's CPU use during the measured part of the phase
 	// (Linux only): the generator shares the machine with the broker.
 	MachineBusyPct  *float64 `json:"machine_busy_pct,omitempty"`
@@ -217,6 +224,7 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 	// sent counts every PUBLISH, published only those after the warm-up.
 	var sent, published, acked, errCount atomic.Int64
 	lat := make([][]time.Duration, p.Publishers)
+	wire := make([][]time.Duration, p.Publishers) // to the PUBACK's arrival in the socket
 	start := time.Now()
 	measureFrom := start.Add(p.Warmup)
 	deadline := measureFrom.Add(p.Duration)
@@ -274,6 +282,9 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 				if pe.counted {
 					acked.Add(1)
 					lat[i] = append(lat[i], time.Since(pe.sent))
+					if at := c.received(); !at.IsZero() {
+						wire[i] = append(wire[i], max(0, at.Sub(pe.sent)))
+					}
 				}
 			}
 		}()
@@ -395,6 +406,13 @@ func runIngest(ctx context.Context, p ingestParams, stderr io.Writer) (ingestRes
 		res.AckP50Millis = ms(all[len(all)*50/100])
 		res.AckP99Millis = ms(all[len(all)*99/100])
 		res.AckMaxMillis = ms(all[len(all)-1])
+		// Only when every PUBACK has its receive time: a partial set
+		// would be a biased sample.
+		if w := slices.Concat(wire...); len(w) == len(all) {
+			slices.Sort(w)
+			res.WireP50Millis = ms(w[len(w)*50/100])
+			res.WireP99Millis = ms(w[len(w)*99/100])
+		}
 	}
 	if res.Errors > 0 {
 		fmt.Fprintf(stderr, "bench ingest: %d publishes failed\n", res.Errors)

@@ -25,6 +25,8 @@ type benchLine struct {
 	Errors       int64    `json:"errors"`
 	P50          float64  `json:"puback_p50_ms"`
 	P99          float64  `json:"puback_p99_ms"`
+	SocketP50    float64  `json:"puback_socket_p50_ms"`
+	SocketP99    float64  `json:"puback_socket_p99_ms"`
 	Busy         *float64 `json:"machine_busy_pct"`
 	Steal        *float64 `json:"machine_steal_pct"`
 	serverResult          // with --metrics only
@@ -65,6 +67,11 @@ func checkBench(t *testing.T, name string, lines []benchLine, phases ...string) 
 		}
 		if l.QoS == 1 && (l.P50 <= 0 || l.P99 < l.P50) {
 			t.Errorf("%s: phase %d: PUBACK latencies p50 %v p99 %v", name, i, l.P50, l.P99)
+		}
+		// Each PUBACK is in the socket before the client reads it, so the
+		// socket's quantiles are at most the client's.
+		if l.QoS == 1 && runtime.GOOS == "linux" && (l.SocketP50 <= 0 || l.SocketP50 > l.P50 || l.SocketP99 < l.SocketP50 || l.SocketP99 > l.P99) {
+			t.Errorf("%s: phase %d: PUBACK in the socket p50 %v p99 %v, read by the client p50 %v p99 %v", name, i, l.SocketP50, l.SocketP99, l.P50, l.P99)
 		}
 		// The machine was at least a little busy (the bench itself ran),
 		// and never more than all of it.

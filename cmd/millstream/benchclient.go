@@ -29,6 +29,7 @@ import (
 type benchConn struct {
 	conn net.Conn
 	r    *bufio.Reader
+	rx   *rxReader // under r when the kernel gives receive timestamps, else nil
 
 	wmu  sync.Mutex
 	wbuf bytes.Buffer // under wmu
@@ -61,7 +62,12 @@ func dialBench(ctx context.Context, broker, id, username, password string) (*ben
 	if err != nil {
 		return nil, fmt.Errorf("connect %s to %s: %w", id, broker, err)
 	}
-	bc := &benchConn{conn: c, r: bufio.NewReaderSize(c, 64<<10)}
+	bc := &benchConn{conn: c}
+	if rx, ok := newRxReader(c); ok {
+		bc.rx, bc.r = rx, bufio.NewReaderSize(rx, 64<<10)
+	} else {
+		bc.r = bufio.NewReaderSize(c, 64<<10)
+	}
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
 		ProtocolVersion: 4,
@@ -172,6 +178,16 @@ func (bc *benchConn) read() (packets.Packet, error) {
 		err = fmt.Errorf("unexpected packet type %d", pk.FixedHeader.Type)
 	}
 	return pk, err
+}
+
+// received is when the kernel received the newest bytes the last read
+// returned, or zero when it does not say (see rxReader). Only the reading
+// goroutine may call it.
+func (bc *benchConn) received() time.Time {
+	if bc.rx == nil {
+		return time.Time{}
+	}
+	return bc.rx.lastRx()
 }
 
 // keepAlive sends a PINGREQ every half keepalive until ctx ends.
