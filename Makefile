@@ -6,7 +6,7 @@ LDFLAGS  := -X github.com/millstream/millstream/node.Version=$(VERSION)
 FUZZTIME ?= 30s
 ARGS     ?=
 
-.PHONY: all build run test deps lint fuzz bench clean
+.PHONY: all build run test race deps lint fuzz bench clean
 
 all: build
 
@@ -22,6 +22,10 @@ run: build
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+# Every test again under the race detector (CI runs it after make test).
+race: deps
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 deps:
 	@scripts/install-deps.sh
