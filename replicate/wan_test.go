@@ -130,8 +130,15 @@ func TestWANCut(t *testing.T) {
 			run.stop(t)
 			reconnects += run.r.Status().Reconnects
 			run = start(t, l, opts)
-			time.Sleep(200 * time.Millisecond)
-			resumed = counterValue(t, run.r.m.resumed.WithLabelValues("events"))
+			// The first replicator committed nothing since its start, so
+			// the resume scan must find what it sent. The scan reads the
+			// remote before anything is sent; under the race detector it
+			// can take longer than the 200 ms the link stays up here.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+				if resumed = counterValue(t, run.r.m.resumed.WithLabelValues("events")); resumed > 0 || time.Now().After(deadline) {
+					break
+				}
+			}
 		}
 		link.Cut()
 		if i == 3 {
