@@ -26,9 +26,10 @@ const benchUsage = `Scenarios:
            JSON line per phase: messages/s published and delivered,
            publish->PUBACK p50/p99/max (and, on Linux over plain TCP,
            publish->PUBACK in the client's socket, from the kernel's receive
-           timestamps: without the load generator's own delay). With --metrics (a Millstream's
-           /metrics URL) also the broker's own part of that wait, its
-           hand-off after the flush, and the flushes, for the same window.
+           timestamps: without the load generator's own delay). With
+           --metrics (a Millstream's /metrics URL) also the broker's own part
+           of that wait, its hand-off after the flush, and the flushes, for
+           the same window.
   uns      Simulated Sparkplug edge nodes (NODES x DEVICES x METRICS at RATE
            DDATA/s per device) publish through the broker while a client of
            /api/v1/uns/live measures each point's latency from its source
