@@ -42,7 +42,7 @@ func newRxReader(c net.Conn) (*rxReader, bool) {
 	}); err != nil || serr != nil {
 		return nil, false
 	}
-	return &rxReader{rc: rc, oob: make([]byte, 2*unix.CmsgSpace(int(unsafe.Sizeof(unix.Timespec{}))))}, true
+	return &rxReader{rc: rc, oob: make([]byte, 2*unix.CmsgSpace(timespecLen))}, true
 }
 
 func (r *rxReader) Read(p []byte) (int, error) {
@@ -67,6 +67,9 @@ func (r *rxReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// timespecLen is the size of SCM_TIMESTAMPNS's payload on this platform.
+const timespecLen = int(unsafe.Sizeof(unix.Timespec{}))
+
 // cmsgTimestamp finds SCM_TIMESTAMPNS in control messages without
 // allocating (unix.ParseSocketControlMessage allocates on every read).
 func cmsgTimestamp(b []byte) (time.Time, bool) {
@@ -77,7 +80,7 @@ func cmsgTimestamp(b []byte) (time.Time, bool) {
 		if l < hdr || l > len(b) {
 			return time.Time{}, false
 		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && l >= unix.CmsgLen(timespecLen) {
 			ts := (*unix.Timespec)(unsafe.Pointer(&b[unix.CmsgLen(0)]))
 			return time.Unix(int64(ts.Sec), int64(ts.Nsec)), true
 		}
