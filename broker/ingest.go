@@ -132,6 +132,7 @@ type ingressRecord struct {
 	pk       packets.Packet
 	err      error
 	finished bool
+	counted  bool                     // by countAcked
 	queued   func(*log.Record, error) // promise for queued appends, bound once
 	turn     chan struct{}            // QoS 2: closed when it is this message's turn
 }
@@ -149,7 +150,7 @@ func (h *ingestHook) get() *ingressRecord {
 func (h *ingestHook) put(ir *ingressRecord) {
 	ir.rec = log.Record{}
 	clear(ir.hdrs[:])
-	ir.a, ir.pk, ir.err, ir.finished, ir.turn = nil, packets.Packet{}, nil, false, nil
+	ir.a, ir.pk, ir.err, ir.finished, ir.counted, ir.turn = nil, packets.Packet{}, nil, false, false, nil
 	h.pool.Put(ir)
 }
 
@@ -376,8 +377,9 @@ func (a *acker) enqueue(ir *ingressRecord, pk packets.Packet) error {
 	return nil
 }
 
-// queuedDone is the promise of a queued append. Promises must not block, so
-// the acknowledgement is written by a drain goroutine.
+// queuedDone is the promise of a queued append. Promises must not block (the
+// log's writer calls them between fsyncs), so the acknowledgement is written
+// by the client's fanner or a drain worker (runDrain).
 func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
 	a := ir.a
 	if ir.pk.FixedHeader.Qos > 0 {
@@ -395,11 +397,32 @@ func (ir *ingressRecord) queuedDone(_ *log.Record, err error) {
 	}
 }
 
-// runDrain runs a.drain on an idle worker, or on a new goroutine when all
+// runDrain has a's finished appends acknowledged. The acker's fanner does
+// it (drainFast) when it can write the PUBACKs without waiting; otherwise
+// runWorker does.
+//
+// Why the fanner: when each acker's drain ran on a worker of its own, every
+// group commit woke one worker per client it covered, and the PUBACK waited
+// for that worker to be scheduled (at 29,000 msg/s from 64 clients on 2
+// cores, 1 ms at the median and 6-23 ms at p99). The fanner is woken once per
+// group commit and writes the PUBACKs of all the clients in turn.
+func (h *ingestHook) runDrain(a *acker) {
+	f := a.f
+	f.mu.Lock()
+	f.ready = append(f.ready, a)
+	f.mu.Unlock()
+	f.readyFlag.Store(true)
+	select {
+	case f.signal <- struct{}{}:
+	default:
+	}
+}
+
+// runWorker runs a.drain on an idle worker, or on a new goroutine when all
 // are busy (one slow client must not hold up the others). Workers keep
 // their grown stacks: a new goroutine per drain spent a measurable share of
 // the broker's CPU growing its stack to the depth of mochi's fan-out.
-func (h *ingestHook) runDrain(a *acker) {
+func (h *ingestHook) runWorker(a *acker) {
 	select {
 	case h.idle <- a:
 	default:
@@ -505,6 +528,10 @@ type fanner struct {
 	q      []fanRun
 	spare  []fanRun
 	signal chan struct{} // capacity 1: work was queued
+
+	ready      []*acker    // ackers with finished appends to acknowledge (under mu)
+	readySpare []*acker    // ready's previous backing array
+	readyFlag  atomic.Bool // ready may be non-empty: checked between fan-out runs
 }
 
 func (f *fanner) push(a *acker, items []fanItem) {
@@ -522,6 +549,7 @@ func (f *fanner) push(a *acker, items []fanItem) {
 func (f *fanner) run() {
 	var q []fanRun
 	for {
+		f.ackReady()
 		f.mu.Lock()
 		q, f.q, f.spare = f.q, f.spare, nil
 		f.mu.Unlock()
@@ -534,6 +562,9 @@ func (f *fanner) run() {
 			}
 		}
 		for i, r := range q {
+			// Acknowledgements first: a publisher waits for its PUBACK,
+			// a subscriber's delivery is already late by a flush.
+			f.ackReady()
 			f.fanOutRun(r)
 			q[i] = fanRun{}
 		}
@@ -542,6 +573,96 @@ func (f *fanner) run() {
 			f.spare = q[:0]
 		}
 		f.mu.Unlock()
+	}
+}
+
+// ackReady acknowledges the finished appends of the ready ackers.
+func (f *fanner) ackReady() {
+	if !f.readyFlag.Load() {
+		return
+	}
+	f.mu.Lock()
+	ready := f.ready
+	f.ready, f.readySpare = f.readySpare, nil
+	f.readyFlag.Store(false)
+	f.mu.Unlock()
+	for i, a := range ready {
+		a.drainFast()
+		ready[i] = nil
+	}
+	f.mu.Lock()
+	if f.readySpare == nil {
+		f.readySpare = ready[:0]
+	}
+	f.mu.Unlock()
+}
+
+// drainFast is drain for the fanner: it acknowledges runs of successful QoS
+// 0/1 appends with writes that never wait. Anything else (a failed append,
+// QoS 2, a connection that is not plain TCP, another goroutine writing to
+// it) goes to runWorker, which takes over from the same point.
+func (a *acker) drainFast() {
+	cc, _ := a.cl.Net.Conn.(*corkConn)
+	if cc == nil || cc.raw == nil {
+		a.h.runWorker(a)
+		return
+	}
+	var wire [maxRun * 4]byte
+	for {
+		a.mu.Lock()
+		n, simple := 0, true
+		for _, ir := range a.q[a.handed:] {
+			if !ir.finished || n == maxRun {
+				break
+			}
+			if ir.err != nil || ir.turn != nil {
+				simple = false
+			}
+			n++
+		}
+		if n == 0 {
+			a.draining = false
+			a.mu.Unlock()
+			return
+		}
+		if !simple {
+			a.mu.Unlock()
+			a.h.runWorker(a)
+			return
+		}
+		items := make([]fanItem, n)
+		b := wire[:0]
+		for i, ir := range a.q[a.handed : a.handed+n] {
+			items[i] = fanItem{ir: ir, ok: true}
+			if ir.pk.FixedHeader.Qos == 1 {
+				// PUBACK, success: the same four bytes in MQTT 3.1.1 and 5
+				// (MQTT 5 leaves out reason code 0 without properties).
+				b = append(b, packets.Puback<<4, 2, byte(ir.pk.PacketID>>8), byte(ir.pk.PacketID))
+			}
+		}
+		a.mu.Unlock()
+		// Counted before the write, as ack does, so that a client that
+		// saw its PUBACK finds it counted.
+		now := time.Now()
+		for _, it := range items {
+			a.h.countAcked(it.ir, now)
+		}
+		// A client that went away gets no PUBACK and resends after
+		// reconnecting; the message is in the log, so it is fanned out
+		// anyway (QoS 1 is at least once).
+		if len(b) > 0 && !a.cl.Closed() {
+			if !cc.tryWrite(b) {
+				a.h.runWorker(a)
+				return
+			}
+			info := a.h.b.srv.Info
+			atomic.AddInt64(&info.BytesSent, int64(len(b)))
+			atomic.AddInt64(&info.PacketsSent, int64(len(b)/4))
+		}
+		a.mu.Lock()
+		a.handed += n
+		a.mu.Unlock()
+		a.f.push(a, items)
 	}
 }
 
@@ -588,14 +709,14 @@ const maxRun = 256
 // loop takes over from here.
 func (a *acker) ack(ir *ingressRecord) bool {
 	h, cl, pk := a.h, a.cl, ir.pk
-	if pk.FixedHeader.Qos > 0 {
-		now := time.Now()
-		h.b.metrics.appendWait.Observe(now.Sub(ir.received).Seconds())
+	if ir.err == nil && ir.turn == nil {
+		if !ir.counted { // drainFast counted it before handing it over
+			h.countAcked(ir, time.Now())
+		}
+	} else if pk.FixedHeader.Qos > 0 {
+		h.b.metrics.appendWait.Observe(time.Since(ir.received).Seconds())
 		if ir.err == nil {
 			h.b.metrics.appended.Add(1)
-			if ir.turn == nil { // QoS 2's PUBREC is the read loop's
-				h.b.metrics.ackWait.Observe(now.Sub(ir.durable).Seconds())
-			}
 		}
 	}
 	if ir.turn != nil {
@@ -608,7 +729,6 @@ func (a *acker) ack(ir *ingressRecord) bool {
 	case ir.err != nil:
 		h.countDrop(ir.err)
 	case pk.FixedHeader.Qos == 0:
-		h.b.metrics.appended.Add(1)
 	default:
 		// A client that went away gets no PUBACK and resends after
 		// reconnecting; the message is in the log, so it is fanned out
@@ -619,6 +739,17 @@ func (a *acker) ack(ir *ingressRecord) bool {
 		}
 	}
 	return true
+}
+
+// countAcked counts a successful QoS 0/1 append whose PUBACK (if any) is
+// written at now.
+func (h *ingestHook) countAcked(ir *ingressRecord, now time.Time) {
+	ir.counted = true
+	h.b.metrics.appended.Add(1)
+	if ir.pk.FixedHeader.Qos > 0 {
+		h.b.metrics.appendWait.Observe(now.Sub(ir.received).Seconds())
+		h.b.metrics.ackWait.Observe(now.Sub(ir.durable).Seconds())
+	}
 }
 
 // fanOut hands an acknowledged message back to mochi, which retains it and

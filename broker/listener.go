@@ -178,7 +178,7 @@ func (l *tcpListener) Serve(establish listeners.EstablishFn) {
 		// this bounds how long a silent peer may hold the connection.
 		_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
 		go func() {
-			if err := establish(l.id, &corkConn{Conn: conn}); err != nil {
+			if err := establish(l.id, newCorkConn(conn)); err != nil {
 				l.log.Debug("mqtt connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "error", err)
 			}
 		}()
@@ -254,7 +254,7 @@ func (l *wsListener) handle(w http.ResponseWriter, r *http.Request) {
 	defer c.Close()
 	conn := &wsConn{Conn: c.NetConn(), ws: c, tls: r.TLS}
 	_ = conn.SetDeadline(time.Now().Add(l.connectTimeout))
-	if err := l.establish(l.id, &corkConn{Conn: conn}); err != nil {
+	if err := l.establish(l.id, newCorkConn(conn)); err != nil {
 		l.log.Debug("mqtt connection ended", "listener", l.id, "remote", conn.RemoteAddr().String(), "error", err)
 	}
 }
