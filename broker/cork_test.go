@@ -125,9 +125,11 @@ func TestTryWriteDefersWhenItCannotTry(t *testing.T) {
 // TestStalledClientHoldsUpNoOtherPublisher: a client subscribed to what it
 // publishes stops reading, so its deliveries fill its socket and mochi's
 // writer blocks on it holding the connection. Its PUBACKs cannot be written
-// without waiting, and another client's QoS 1 publishes must still be
-// acknowledged: the acknowledging goroutine of both (their fanner) must not
-// wait for the stalled one.
+// without waiting, and another client's QoS 1 publishes, also delivered to
+// the stalled one, must still be acknowledged: the goroutine that
+// acknowledges and fans out for both (their fanner) must not wait for the
+// stalled one. (mochi's NextPacketID waited for the stalled writer: patch
+// 12 in third_party/mochi-mqtt-server/PATCHES.md.)
 func TestStalledClientHoldsUpNoOtherPublisher(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	b := startBroker(t, testConfig(), l, Options{})
@@ -160,9 +162,12 @@ func TestStalledClientHoldsUpNoOtherPublisher(t *testing.T) {
 		last = n
 	}
 
+	// The healthy client publishes where the stalled one subscribes: each
+	// message is also queued for the stalled client (or dropped for it),
+	// never waited for.
 	c := mustPaho(t, "tcp://"+b.addr("tcp"), "healthy", func(o *paho.ClientOptions) { o.SetWriteTimeout(testTimeout) })
 	for i := range 200 {
-		if err := publish(t, c, "plant/healthy", 1, false, fmt.Sprint(i)); err != nil {
+		if err := publish(t, c, "bulk/healthy", 1, false, fmt.Sprint(i)); err != nil {
 			t.Fatalf("publish %d of a healthy client while another is stalled: %v", i, err)
 		}
 	}

@@ -156,6 +156,7 @@ type ClientState struct {
 	endOnce         sync.Once            // only end once
 	isTakenOver     atomic.Bool          // used to identify orphaned clients
 	packetID        uint32               // the current highest packetID
+	packetIDMu      sync.Mutex           // Millstream patch: serialises NextPacketID
 	open            context.Context      // indicate that the client is open for packet exchange
 	cancelOpen      context.CancelFunc   // cancel function for open context
 	outboundQty     int32                // number of messages currently in the outbound queue
@@ -304,8 +305,13 @@ func (cl *Client) refreshDeadline(keepalive uint16) {
 // If no unused packet ids are available, an error is returned and the client
 // should be disconnected.
 func (cl *Client) NextPacketID() (i uint32, err error) {
-	cl.Lock()
-	defer cl.Unlock()
+	// Millstream patch: its own lock. It took the client's lock, which
+	// WritePacket holds while it writes to the connection, so delivering a
+	// QoS 1/2 message to a subscriber whose socket was full waited until
+	// the subscriber read: the publisher's fan-out, and with it every
+	// publisher fanned out by the same goroutine, stopped.
+	cl.State.packetIDMu.Lock()
+	defer cl.State.packetIDMu.Unlock()
 
 	i = atomic.LoadUint32(&cl.State.packetID)
 	started := i
