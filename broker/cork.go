@@ -36,6 +36,9 @@ type corkConn struct {
 	caughtUp *sync.Cond
 }
 
+// maxBehind bounds what tryWrite queues behind a catch-up in progress.
+const maxBehind = 64 << 10
+
 // newCorkConn wraps conn, a countingConn for TCP and TLS or a wsConn.
 func newCorkConn(conn net.Conn) *corkConn {
 	c := &corkConn{Conn: conn}
@@ -122,6 +125,11 @@ func (c *corkConn) tryWrite(p []byte) bool {
 	switch {
 	case c.err != nil:
 		return true
+	case c.behind && len(c.buf)+len(p) > maxBehind:
+		// A client that publishes without reading its PUBACKs: the
+		// caller's blocking path stops reading from it (backpressure)
+		// instead of this buffer growing.
+		return false
 	case c.corked || c.behind:
 		c.buf = append(c.buf, p...)
 		return true

@@ -71,12 +71,27 @@ func TestTryWriteNeverWaits(t *testing.T) {
 		behind = cc.behind
 		cc.mu.Unlock()
 	}
-	// Still behind: more tryWrites queue behind the catch-up.
+	// Still behind: more tryWrites queue behind the catch-up, up to
+	// maxBehind; beyond it they are refused, so that a client that never
+	// reads is slowed down by its caller instead of growing the buffer.
 	more := []byte("queued behind the catch-up")
 	if !cc.tryWrite(more) {
 		t.Fatal("tryWrite refused while the catch-up runs")
 	}
 	want.Write(more)
+	// The catch-up goroutine holds at most one taken buffer while it waits
+	// for the peer, so 1 KiB chunks are refused within 2 x maxBehind.
+	refused := false
+	for i := 0; i < 2*maxBehind/len(chunk)+2 && !refused; i++ {
+		if cc.tryWrite(chunk) {
+			want.Write(chunk)
+		} else {
+			refused = true
+		}
+	}
+	if !refused {
+		t.Fatalf("tryWrite queued %d KiB behind the catch-up; the bound is %d KiB", 2*maxBehind/1024+2, maxBehind/1024)
+	}
 	last := []byte("written with Write after everything else")
 	wrote := make(chan error, 1)
 	go func() { _, err := cc.Write(last); wrote <- err }()
