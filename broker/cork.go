@@ -144,6 +144,7 @@ func (c *corkConn) tryWrite(p []byte) bool {
 		return true
 	}
 	// The socket's send buffer is full: the client is not reading.
+	c.counted.st.writeStalls.Add(1)
 	c.buf = append(c.buf, p[n:]...)
 	c.behind = true
 	go c.catchUp()

@@ -112,8 +112,12 @@ func TestTryWriteNeverWaits(t *testing.T) {
 		}
 		t.Fatalf("the peer read the bytes out of order: first difference at byte %d of %d", i, len(got))
 	}
-	if n := cc.Conn.(*countingConn).st.bytesOut.Load(); n != uint64(want.Len()) {
+	st := cc.Conn.(*countingConn).st
+	if n := st.bytesOut.Load(); n != uint64(want.Len()) {
 		t.Errorf("bytes out counted %d, want %d", n, want.Len())
+	}
+	if n := st.writeStalls.Load(); n != 1 {
+		t.Errorf("write stalls counted %d, want 1 (one catch-up)", n)
 	}
 }
 

@@ -17,6 +17,9 @@ type listenerStats struct {
 	bytesIn  atomic.Uint64
 	bytesOut atomic.Uint64
 	conns    atomic.Int64
+	// writeStalls counts acknowledgement writes a client's full socket
+	// refused (see corkConn.tryWrite).
+	writeStalls atomic.Uint64
 }
 
 // Auth failure and ACL denial reasons, the values of the "reason" and
@@ -62,12 +65,12 @@ type metrics struct {
 	appendWait prometheus.Histogram
 	ackWait    prometheus.Histogram
 
-	dMsgsIn, dMsgsOut, dBytesIn, dBytesOut, dConns   *prometheus.Desc
-	dAppended, dAppendErrors, dQoS0Dropped           *prometheus.Desc
-	dDeliveryDropped, dAuthFailures, dACLDenials     *prometheus.Desc
-	dConnRejected, dInflight, dStateWrites           *prometheus.Desc
-	dStateErrors, dCompactions, dSessions, dRetained *prometheus.Desc
-	dBackpressure                                    *prometheus.Desc
+	dMsgsIn, dMsgsOut, dBytesIn, dBytesOut, dConns, dWriteStalls *prometheus.Desc
+	dAppended, dAppendErrors, dQoS0Dropped                       *prometheus.Desc
+	dDeliveryDropped, dAuthFailures, dACLDenials                 *prometheus.Desc
+	dConnRejected, dInflight, dStateWrites                       *prometheus.Desc
+	dStateErrors, dCompactions, dSessions, dRetained             *prometheus.Desc
+	dBackpressure                                                *prometheus.Desc
 }
 
 // Metric names. They are listed in doc.go too.
@@ -100,6 +103,7 @@ func newMetrics() *metrics {
 		dBytesIn:         prometheus.NewDesc(name("received_bytes_total"), "Bytes read from client connections (wire bytes, TLS and WebSocket framing included).", lbl, nil),
 		dBytesOut:        prometheus.NewDesc(name("sent_bytes_total"), "Bytes written to client connections (wire bytes, TLS and WebSocket framing included).", lbl, nil),
 		dConns:           prometheus.NewDesc(name("connections"), "Open network connections.", lbl, nil),
+		dWriteStalls:     prometheus.NewDesc(name("ack_write_stalls_total"), "Acknowledgements a client's socket did not take at once because the client was not reading: the rest was written when it read again, and the client's reads were slowed meanwhile.", lbl, nil),
 		dAppended:        prometheus.NewDesc(name("publishes_appended_total"), "PUBLISH packets (and will messages) appended to the ingress topic.", nil, nil),
 		dAppendErrors:    prometheus.NewDesc(name("append_errors_total"), "QoS 1/2 PUBLISH packets whose append failed; they were not acknowledged.", nil, nil),
 		dQoS0Dropped:     prometheus.NewDesc(name("qos0_dropped_total"), "QoS 0 PUBLISH packets (and will messages) whose asynchronous append failed.", nil, nil),
@@ -126,7 +130,7 @@ func (m *metrics) addListener(name, typ string) *listenerStats {
 
 // Describe implements prometheus.Collector.
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.dMsgsIn, m.dMsgsOut, m.dBytesIn, m.dBytesOut, m.dConns,
+	for _, d := range []*prometheus.Desc{m.dMsgsIn, m.dMsgsOut, m.dBytesIn, m.dBytesOut, m.dConns, m.dWriteStalls,
 		m.dAppended, m.dAppendErrors, m.dQoS0Dropped, m.dDeliveryDropped, m.dAuthFailures, m.dACLDenials,
 		m.dConnRejected, m.dInflight, m.dStateWrites, m.dStateErrors, m.dCompactions, m.dSessions, m.dRetained, m.dBackpressure} {
 		ch <- d
@@ -149,6 +153,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		counter(m.dBytesIn, l.bytesIn.Load(), l.name, l.typ)
 		counter(m.dBytesOut, l.bytesOut.Load(), l.name, l.typ)
 		gauge(m.dConns, float64(l.conns.Load()), l.name, l.typ)
+		counter(m.dWriteStalls, l.writeStalls.Load(), l.name, l.typ)
 	}
 	counter(m.dAppended, m.appended.Load())
 	counter(m.dAppendErrors, m.appendErrors.Load())
