@@ -53,11 +53,12 @@ var (
 // do nothing more with the packet, so the client's next PUBLISH is read while
 // the first is still being written: one client with many messages in flight
 // fills a group commit on its own, as many clients do together. The client's
-// acker takes finished appends strictly in the order they were received,
-// writes the PUBACK ([MQTT-4.6.0-2]: in order) and queues the message for
-// its fanner, which fans it out through an inline client, so subscribers see
-// each publisher's messages in order whatever order the log completes them
-// in (partitions complete independently).
+// acker takes finished appends strictly in the order they were received; its
+// fanner writes their PUBACKs ([MQTT-4.6.0-2]: in order; drainFast, or a
+// drain worker when the write could wait) and then fans the messages out
+// through an inline client, so subscribers see each publisher's messages in
+// order whatever order the log completes them in (partitions complete
+// independently).
 //
 //   - QoS 1: acknowledged only once durable. A client has at most
 //     mqtt.limits.max_inflight appends in flight; beyond that OnPublish waits,
