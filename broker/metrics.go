@@ -103,7 +103,7 @@ func newMetrics() *metrics {
 		dBytesIn:         prometheus.NewDesc(name("received_bytes_total"), "Bytes read from client connections (wire bytes, TLS and WebSocket framing included).", lbl, nil),
 		dBytesOut:        prometheus.NewDesc(name("sent_bytes_total"), "Bytes written to client connections (wire bytes, TLS and WebSocket framing included).", lbl, nil),
 		dConns:           prometheus.NewDesc(name("connections"), "Open network connections.", lbl, nil),
-		dWriteStalls:     prometheus.NewDesc(name("ack_write_stalls_total"), "Acknowledgements a client's socket did not take at once because the client was not reading: the rest was written when it read again, and the client's reads were slowed meanwhile.", lbl, nil),
+		dWriteStalls:     prometheus.NewDesc(name("ack_write_stalls_total"), "Acknowledgement writes a client's socket did not take at once because the client was not reading them: the rest is written when it reads again, and while more than 64 KiB wait the broker stops reading from it.", lbl, nil),
 		dAppended:        prometheus.NewDesc(name("publishes_appended_total"), "PUBLISH packets (and will messages) appended to the ingress topic.", nil, nil),
 		dAppendErrors:    prometheus.NewDesc(name("append_errors_total"), "QoS 1/2 PUBLISH packets whose append failed; they were not acknowledged.", nil, nil),
 		dQoS0Dropped:     prometheus.NewDesc(name("qos0_dropped_total"), "QoS 0 PUBLISH packets (and will messages) whose asynchronous append failed.", nil, nil),
