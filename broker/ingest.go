@@ -468,13 +468,7 @@ func (a *acker) drain() {
 	cc, _ := a.cl.Net.Conn.(*corkConn)
 	for {
 		a.mu.Lock()
-		n := 0
-		for _, ir := range a.q[a.handed:] {
-			if !ir.finished || n == maxRun {
-				break
-			}
-			n++
-		}
+		n, _ := a.finishedRunLocked()
 		if n == 0 {
 			a.draining = false
 			a.mu.Unlock()
@@ -598,6 +592,23 @@ func (f *fanner) ackReady() {
 	f.mu.Unlock()
 }
 
+// finishedRunLocked returns how many appends after the handed ones have
+// finished, in order, up to maxRun, and whether all of them are successful
+// QoS 0/1 appends (which drainFast can acknowledge). The caller holds a.mu.
+func (a *acker) finishedRunLocked() (n int, simple bool) {
+	simple = true
+	for _, ir := range a.q[a.handed:] {
+		if !ir.finished || n == maxRun {
+			break
+		}
+		if ir.err != nil || ir.turn != nil {
+			simple = false
+		}
+		n++
+	}
+	return n, simple
+}
+
 // drainFast is drain for the fanner: it acknowledges runs of successful QoS
 // 0/1 appends with writes that never wait. Anything else (a failed append,
 // QoS 2, a connection that is not plain TCP, another goroutine writing to
@@ -611,16 +622,7 @@ func (a *acker) drainFast() {
 	var wire [maxRun * 4]byte
 	for {
 		a.mu.Lock()
-		n, simple := 0, true
-		for _, ir := range a.q[a.handed:] {
-			if !ir.finished || n == maxRun {
-				break
-			}
-			if ir.err != nil || ir.turn != nil {
-				simple = false
-			}
-			n++
-		}
+		n, simple := a.finishedRunLocked()
 		if n == 0 {
 			a.draining = false
 			a.mu.Unlock()
