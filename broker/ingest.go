@@ -470,7 +470,6 @@ func (a *acker) drain() {
 		a.mu.Lock()
 		n, _ := a.finishedRunLocked()
 		if n == 0 {
-			a.draining = false
 			a.mu.Unlock()
 			return
 		}
@@ -594,7 +593,9 @@ func (f *fanner) ackReady() {
 
 // finishedRunLocked returns how many appends after the handed ones have
 // finished, in order, up to maxRun, and whether all of them are successful
-// QoS 0/1 appends (which drainFast can acknowledge). The caller holds a.mu.
+// QoS 0/1 appends (which drainFast can acknowledge). When none has, the
+// drain ends here: the next append to finish starts another (queuedDone).
+// The caller holds a.mu.
 func (a *acker) finishedRunLocked() (n int, simple bool) {
 	simple = true
 	for _, ir := range a.q[a.handed:] {
@@ -605,6 +606,9 @@ func (a *acker) finishedRunLocked() (n int, simple bool) {
 			simple = false
 		}
 		n++
+	}
+	if n == 0 {
+		a.draining = false
 	}
 	return n, simple
 }
@@ -624,7 +628,6 @@ func (a *acker) drainFast() {
 		a.mu.Lock()
 		n, simple := a.finishedRunLocked()
 		if n == 0 {
-			a.draining = false
 			a.mu.Unlock()
 			return
 		}
