@@ -55,6 +55,7 @@ type Broker struct {
 	metrics *metrics
 	access  *accessHook
 	ingest  *ingestHook
+	evloop  *eventLoop // nil where there is none: mochi reads each connection
 	state   *stateHook
 	aclLog  rateLimit
 
@@ -174,6 +175,9 @@ func New(cfg config.MQTT, l log.Log, opts Options) (*Broker, error) {
 		Logger:                 slog.New(newQuietHandler(b.logger.Handler(), 10*time.Second)),
 		SysTopicResendInterval: 10,
 		InlineClient:           true, // Publish
+		ReadClient: func(cl *mqtt.Client, handler mqtt.ReadFn) error {
+			return b.evloop.readClient(cl, handler) // set in Start, before any listener
+		},
 	})
 	b.access = &accessHook{b: b, users: users, acl: a, inflight: lim.MaxInflight, maxPacket: caps.MaximumPacketSize}
 	if lim.MaxConnections > 0 {
@@ -254,6 +258,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 
+	if b.evloop, err = newEventLoop(b.ingest.handlesInline); err != nil {
+		b.logger.Warn("MQTT event loop not available; every connection is read by a goroutine of its own", "error", err)
+	}
 	for _, bl := range b.listeners {
 		if err := b.bind(bl); err != nil {
 			b.closeBound()
@@ -440,6 +447,7 @@ func (b *Broker) Close() error {
 			b.cancel()
 			<-done
 		}
+		b.evloop.close()
 
 		// Asynchronous appends (QoS 0, wills) and state writes: the log
 		// reports each exactly once; wait for that, bounded.

@@ -35,6 +35,19 @@
 // client that did not receive the PUBREC before the restart resends, and the
 // message is appended again.
 //
+// # Reading connections
+//
+// On Linux, plain TCP connections are read by one event loop (eventLoop: an
+// epoll instance of its own, registered with Go's network poller) instead of
+// a goroutine each: one wake-up serves every connection with data, and each
+// is read only when epoll says it has some, which halves the read system
+// calls of small, steady publishes. The loop handles the packets that cannot
+// block (valid QoS 0/1 PUBLISHes with a free in-flight slot that the ACL
+// allows, PUBACKs) and hands any other packet, and the connection with it, to
+// the connection's own goroutine until that packet is handled, so packets are
+// always handled in the order sent. TLS and WebSocket connections, and other
+// systems, are read by mochi's goroutine per connection.
+//
 // # Record headers
 //
 //	mqtt.qos          "0", "1" or "2"

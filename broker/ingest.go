@@ -291,6 +291,31 @@ func (h *ingestHook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Pack
 	return pk, nil // mochi sends the PUBREC and fans out
 }
 
+// handlesInline reports whether handling pk cannot block, so that the event
+// loop, which reads every plain TCP connection, may handle it (see
+// eventLoop): a PUBACK, or a valid QoS 0/1 PUBLISH that the ACL allows (an
+// invalid or denied one may be answered with a direct write, which waits for
+// a client that does not read) from a client with a free in-flight slot
+// (OnPublish waits for one otherwise). Only the connection's reader enqueues for it, so a free
+// slot stays free until its OnPublish.
+func (h *ingestHook) handlesInline(cl *mqtt.Client, pk *packets.Packet) bool {
+	switch pk.FixedHeader.Type {
+	case packets.Puback:
+		return true
+	case packets.Publish:
+		// An invalid PUBLISH is answered with a DISCONNECT written directly.
+		if pk.FixedHeader.Qos > 1 || pk.PublishValidate(h.b.srv.Options.Capabilities.TopicAliasMaximum) != packets.CodeSuccess {
+			return false
+		}
+		if acl := h.b.access.acl; acl != nil && !acl.allowPublish(cl.Properties.Username, pk.TopicName) {
+			return false
+		}
+		a := h.ackerFor(cl)
+		return len(a.slots) < cap(a.slots)
+	}
+	return false
+}
+
 // fail refuses a QoS 1/2 PUBLISH whose append failed.
 func (h *ingestHook) fail(cl *mqtt.Client, pk packets.Packet, err error) {
 	h.b.metrics.appendErrors.Add(1)

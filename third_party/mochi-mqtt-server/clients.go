@@ -475,6 +475,17 @@ func (cl *Client) StopTime() int64 {
 	return atomic.LoadInt64(&cl.State.disconnected)
 }
 
+// Done returns a channel closed when the client is stopped. (Millstream
+// patch: for ReadClient, which waits on it instead of in a read.)
+func (cl *Client) Done() <-chan struct{} {
+	if cl.State.open == nil {
+		closed := make(chan struct{})
+		close(closed)
+		return closed
+	}
+	return cl.State.open.Done()
+}
+
 // Closed returns true if client connection is closed.
 func (cl *Client) Closed() bool {
 	return cl.State.open == nil || cl.State.open.Err() != nil
@@ -531,6 +542,14 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 	// Decode the remaining packet values using a fresh copy of the bytes,
 	// otherwise the next packet will change the data of this one.
 	px := append([]byte{}, p[:]...)
+	return cl.decodePacket(pk, px)
+}
+
+// decodePacket decodes the body px of a packet whose fixed header is in pk
+// and runs the OnPacketRead hooks. px must not be reused: the packet keeps
+// slices of it. (Millstream patch: split out of ReadPacket for ParsePacket.)
+func (cl *Client) decodePacket(pk packets.Packet, px []byte) (packets.Packet, error) {
+	var err error
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		err = pk.ConnectDecode(px)
@@ -571,8 +590,72 @@ func (cl *Client) ReadPacket(fh *packets.FixedHeader) (pk packets.Packet, err er
 		return pk, err
 	}
 
-	pk, err = cl.ops.hooks.OnPacketRead(cl, pk)
-	return
+	return cl.ops.hooks.OnPacketRead(cl, pk)
+}
+
+// ParsePacket decodes the packet at the front of b, bytes read from the
+// client, with the same checks, counters and hooks as ReadFixedHeader and
+// ReadPacket. n is how many bytes of b the packet took; n is 0 (and err nil)
+// when b does not yet hold a whole packet. The packet does not refer to b.
+// (Millstream patch: for a reader that owns the connection's bytes.)
+func (cl *Client) ParsePacket(b []byte) (pk packets.Packet, n int, err error) {
+	if len(b) < 2 {
+		return pk, 0, nil
+	}
+	var fh packets.FixedHeader
+	if err := fh.Decode(b[0]); err != nil {
+		return pk, 0, err
+	}
+	// The variable byte integer of the remaining length, as in
+	// packets.DecodeLength.
+	var value, multiplier uint32
+	bu := 1
+	for {
+		if bu >= len(b) {
+			return pk, 0, nil
+		}
+		eb := b[bu]
+		value |= uint32(eb&127) << multiplier
+		if value > 268435455 {
+			return pk, 0, packets.ErrMalformedVariableByteInteger
+		}
+		if eb&128 == 0 {
+			break
+		}
+		multiplier += 7
+		bu++
+	}
+	fh.Remaining = int(value)
+	if cl.ops.options.Capabilities.MaximumPacketSize > 0 && uint32(fh.Remaining+1) > cl.ops.options.Capabilities.MaximumPacketSize {
+		return pk, 0, packets.ErrPacketTooLarge // [MQTT-3.2.2-15]
+	}
+	n = 1 + bu + fh.Remaining
+	if len(b) < n {
+		return pk, 0, nil
+	}
+	atomic.AddInt64(&cl.ops.info.BytesReceived, int64(n))
+	atomic.AddInt64(&cl.ops.info.PacketsReceived, 1)
+	pk.ProtocolVersion = cl.Properties.ProtocolVersion
+	pk.FixedHeader = fh
+	pk, err = cl.decodePacket(pk, append([]byte(nil), b[1+bu:n]...))
+	return pk, n, err
+}
+
+// TakeBuffered returns the bytes read from the connection but not yet
+// decoded (read ahead with the CONNECT packet) and removes them from the
+// client's read buffer. (Millstream patch: for ReadClient.)
+func (cl *Client) TakeBuffered() []byte {
+	if cl.Net.bconn == nil {
+		return nil
+	}
+	n := cl.Net.bconn.Buffered()
+	if n == 0 {
+		return nil
+	}
+	b, _ := cl.Net.bconn.Peek(n)
+	out := append([]byte(nil), b...)
+	_, _ = cl.Net.bconn.Discard(n)
+	return out
 }
 
 // WritePacket encodes and writes a packet to the client.

@@ -129,6 +129,13 @@ type Options struct {
 	// Enable Inline client to allow direct subscribing and publishing from the parent codebase,
 	// with negligible performance difference (disabled by default to prevent confusion in statistics).
 	InlineClient bool `yaml:"inline_client" json:"inline_client"`
+
+	// Millstream patch: ReadClient, when set, reads and handles a connected
+	// client's packets in place of Client.Read (the same contract: return
+	// nil once the client is closed, an error when reading or handling
+	// failed). Millstream uses it to read plain TCP connections from one
+	// event loop instead of one goroutine each.
+	ReadClient func(cl *Client, handler ReadFn) error `yaml:"-" json:"-"`
 }
 
 // Server is an MQTT broker server. It should be created with server.New()
@@ -484,7 +491,11 @@ func (s *Server) attachClient(cl *Client, listener string) error {
 
 	s.hooks.OnSessionEstablished(cl, pk)
 
-	err = cl.Read(s.receivePacket)
+	if s.Options.ReadClient != nil {
+		err = s.Options.ReadClient(cl, s.receivePacket)
+	} else {
+		err = cl.Read(s.receivePacket)
+	}
 	close(readDone)
 	if err != nil {
 		s.sendLWT(cl)

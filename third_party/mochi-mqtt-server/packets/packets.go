@@ -956,6 +956,11 @@ func (pk *Packet) SubscribeDecode(buf []byte) error {
 		}
 
 		if pk.ProtocolVersion == 5 {
+			// Millstream patch: a filter without its options byte indexed
+			// past the packet and panicked the broker.
+			if offset >= len(buf) {
+				return ErrMalformedQos
+			}
 			sub.decode(buf[offset])
 			offset += 1
 		} else {

@@ -1,0 +1,419 @@
+//go:build linux
+
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"golang.org/x/sys/unix"
+)
+
+// eventLoop reads every plain TCP MQTT connection from one goroutine.
+//
+// mochi reads each connection in a goroutine of its own. A device sends one
+// small message at a time, so each message costs that goroutine a wake-up
+// from Go's network poller, a read, and a second read that finds the socket
+// empty before it parks again: on a busy two-core machine the read loops
+// were a fifth of the broker's CPU and the wake-ups most of its context
+// switches. The loop instead waits on an epoll instance of its own (itself
+// registered with Go's poller), reads each ready connection once and handles
+// the whole packets it finds, so one wake-up serves every connection that
+// has data, and a read is made only when data is there.
+//
+// Only packets whose handling cannot block are handled on the loop: QoS 0
+// and 1 PUBLISHes that the client may send (a free in-flight slot, allowed by
+// the ACL) and PUBACKs. For any other packet the loop hands the connection
+// back to its own goroutine (the one mochi started for it), which handles the
+// packet and whatever whole packets follow, blocking if it must (QoS 2 waits
+// for its append, a full in-flight window waits for acknowledgements, a
+// PINGRESP is written directly), and then gives the connection back to the
+// loop. Either the loop or the goroutine owns a connection's bytes at any
+// time, never both, so its packets are handled in the order they were sent.
+//
+// The goroutine also enforces the keepalive (1.5 times the client's keepalive
+// without a packet ends the connection, [MQTT-3.1.2-22]), since the loop's
+// reads have no deadline.
+type eventLoop struct {
+	epfd    *os.File // the epoll instance, registered with Go's poller
+	rc      syscall.RawConn
+	handles func(cl *mqtt.Client, pk *packets.Packet) bool
+
+	mu     sync.Mutex
+	conns  map[uint32]*evConn
+	nextID uint32
+
+	scratch []byte // the loop's read buffer
+	closed  chan struct{}
+	stopped chan struct{}
+}
+
+// evConn is one connection while the loop may read it.
+type evConn struct {
+	id      uint32
+	cl      *mqtt.Client
+	rc      syscall.RawConn
+	tcp     *net.TCPConn
+	counted *countingConn
+	handler mqtt.ReadFn
+
+	mu     sync.Mutex // held while its bytes are read or its packets handled
+	inLoop bool       // the loop owns the connection
+	buf    []byte     // bytes read and not yet handled (part of a packet)
+	back   chan evResult
+	// lastRead is when a packet was last read (UnixNano), for the keepalive.
+	lastRead atomic.Int64
+}
+
+// evResult is what the loop hands back to a connection's goroutine: a packet
+// the loop would not handle, or the error that ended the connection.
+type evResult struct {
+	pk  packets.Packet
+	has bool
+	err error
+}
+
+// evReadSize is how much the loop reads from one connection at a time.
+const evReadSize = 64 << 10
+
+func newEventLoop(handles func(*mqtt.Client, *packets.Packet) bool) (*eventLoop, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt event loop: epoll_create1: %w", err)
+	}
+	// os.NewFile registers a non-blocking descriptor with Go's poller, which
+	// reports the epoll instance readable when any of its connections is.
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("mqtt event loop: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "mqtt-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("mqtt event loop: %w", err)
+	}
+	el := &eventLoop{
+		epfd:    f,
+		rc:      rc,
+		handles: handles,
+		conns:   map[uint32]*evConn{},
+		scratch: make([]byte, evReadSize),
+		closed:  make(chan struct{}),
+		stopped: make(chan struct{}),
+	}
+	go el.run()
+	return el, nil
+}
+
+// close stops the loop. Connections still open are ended by the broker
+// (mochi's listeners close them); their goroutines see them stop.
+func (el *eventLoop) close() {
+	if el == nil {
+		return
+	}
+	select {
+	case <-el.closed:
+		return
+	default:
+	}
+	close(el.closed)
+	_ = el.epfd.Close() // wakes run
+	<-el.stopped
+}
+
+func (el *eventLoop) run() {
+	defer close(el.stopped)
+	events := make([]unix.EpollEvent, 256)
+	for {
+		var n int
+		var werr error
+		err := el.rc.Read(func(fd uintptr) bool {
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			return n > 0 || (werr != nil && werr != unix.EINTR)
+		})
+		if err != nil || werr != nil {
+			select {
+			case <-el.closed:
+			default:
+				// Not expected: the epoll descriptor is ours. The
+				// connections' goroutines keep their keepalive and
+				// Done, and the broker goes on without new reads.
+				panic(fmt.Sprintf("mqtt event loop: epoll_wait: %v %v", err, werr))
+			}
+			return
+		}
+		for i := range events[:n] {
+			el.mu.Lock()
+			ec := el.conns[uint32(events[i].Fd)]
+			el.mu.Unlock()
+			if ec != nil {
+				el.service(ec)
+			}
+		}
+	}
+}
+
+// service reads ec once and handles the whole packets read.
+func (el *eventLoop) service(ec *evConn) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	if !ec.inLoop {
+		return // stale event: the goroutine has it
+	}
+	var n int
+	var rerr error
+	err := ec.rc.Read(func(fd uintptr) bool {
+		n, rerr = unix.Read(int(fd), el.scratch)
+		return true // never wait in Go's poller: epoll said it is readable
+	})
+	if err == nil {
+		err = rerr
+	}
+	switch {
+	case err == unix.EAGAIN:
+		return // data was taken already (a stale event)
+	case err == nil && n == 0:
+		err = io.EOF
+	}
+	if err != nil {
+		el.release(ec, evResult{err: err})
+		return
+	}
+	ec.counted.st.bytesIn.Add(uint64(n))
+	data := el.scratch[:n]
+	if len(ec.buf) > 0 {
+		ec.buf = append(ec.buf, data...)
+		data = ec.buf
+	}
+	read := false
+	for len(data) > 0 {
+		if ec.cl.Closed() { // as mochi's read loop: a packet read is handled
+			el.release(ec, evResult{})
+			return
+		}
+		pk, used, err := ec.cl.ParsePacket(data)
+		if err != nil {
+			el.release(ec, evResult{err: err})
+			return
+		}
+		if used == 0 {
+			break
+		}
+		read = true
+		data = data[used:]
+		if !el.handles(ec.cl, &pk) {
+			ec.keep(data)
+			ec.lastRead.Store(time.Now().UnixNano())
+			el.release(ec, evResult{pk: pk, has: true})
+			return
+		}
+		if err := ec.handler(ec.cl, pk); err != nil {
+			el.release(ec, evResult{err: err})
+			return
+		}
+	}
+	ec.keep(data)
+	if read {
+		ec.lastRead.Store(time.Now().UnixNano())
+	}
+}
+
+// keep saves the unhandled bytes (the start of a packet) for the next read.
+func (ec *evConn) keep(rest []byte) {
+	if len(rest) == 0 {
+		ec.buf = ec.buf[:0]
+		if cap(ec.buf) > evReadSize {
+			ec.buf = nil // a large packet's buffer is not kept
+		}
+		return
+	}
+	ec.buf = append(ec.buf[:0], rest...) // copy handles the overlap
+}
+
+// release takes ec out of the loop (ec.mu held) and hands r to its goroutine.
+func (el *eventLoop) release(ec *evConn, r evResult) {
+	ec.inLoop = false
+	el.remove(ec)
+	ec.back <- r // buffered: one result at most is outstanding
+}
+
+// remove stops the loop's reads of ec (ec.mu held, ec.inLoop false). Done
+// through the connection's RawConn so that a descriptor closed meanwhile
+// (and perhaps reused by another connection) is never touched: a closed
+// descriptor has left the epoll instance by itself.
+func (el *eventLoop) remove(ec *evConn) {
+	_ = ec.rc.Control(func(fd uintptr) {
+		_ = unix.EpollCtl(int(el.epfd.Fd()), unix.EPOLL_CTL_DEL, int(fd), nil)
+	})
+}
+
+// add gives ec to the loop.
+func (el *eventLoop) add(ec *evConn) error {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	ec.inLoop = true
+	var cerr error
+	err := ec.rc.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(ec.id)}
+		cerr = unix.EpollCtl(int(el.epfd.Fd()), unix.EPOLL_CTL_ADD, int(fd), &ev)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		ec.inLoop = false
+		return err
+	}
+	return nil
+}
+
+// readClient is mochi's ReadClient: it reads a plain TCP connection through
+// the loop and any other (TLS, WebSocket) with mochi's own read loop.
+func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
+	if el == nil {
+		return cl.Read(handler)
+	}
+	cc, _ := cl.Net.Conn.(*corkConn)
+	if cc == nil || cc.counted == nil {
+		return cl.Read(handler)
+	}
+	tcp, ok := cc.counted.Conn.(*net.TCPConn)
+	if !ok {
+		return cl.Read(handler)
+	}
+	rc, err := tcp.SyscallConn()
+	if err != nil {
+		return cl.Read(handler)
+	}
+	select {
+	case <-el.closed:
+		return cl.Read(handler)
+	default:
+	}
+	ec := &evConn{cl: cl, rc: rc, tcp: tcp, counted: cc.counted, handler: handler, back: make(chan evResult, 1)}
+	ec.buf = cl.TakeBuffered() // read ahead with the CONNECT
+	ec.lastRead.Store(time.Now().UnixNano())
+	el.mu.Lock()
+	for {
+		el.nextID++
+		if _, used := el.conns[el.nextID]; !used && el.nextID != 0 {
+			break
+		}
+	}
+	ec.id = el.nextID
+	el.conns[ec.id] = ec
+	el.mu.Unlock()
+	defer func() {
+		el.mu.Lock()
+		delete(el.conns, ec.id)
+		el.mu.Unlock()
+	}()
+	// The loop's reads have no deadline, and mochi set one (read and write)
+	// at CONNECT: the keepalive is enforced in wait.
+	_ = tcp.SetDeadline(time.Time{})
+
+	var next evResult
+	for {
+		if cl.Closed() {
+			return nil
+		}
+		// Packets handled here may write to the client directly (a
+		// PINGRESP, a SUBACK): as in mochi's read loop, such a write fails
+		// once the client has been silent for 1.5 times its keepalive, so a
+		// client that neither reads nor sends cannot hold this goroutine.
+		if ka := cl.State.Keepalive; ka > 0 {
+			_ = tcp.SetWriteDeadline(time.Unix(0, ec.lastRead.Load()).Add(time.Duration(ka) * 1500 * time.Millisecond))
+		}
+		if next.has {
+			if err := handler(cl, next.pk); err != nil {
+				return err
+			}
+			next = evResult{}
+		}
+		// Whole packets left behind by the loop (or read with the
+		// CONNECT) are handled here, in order, before the loop reads more.
+		for {
+			if cl.Closed() {
+				return nil
+			}
+			pk, n, err := cl.ParsePacket(ec.buf)
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				break
+			}
+			ec.buf = ec.buf[n:]
+			if err := handler(cl, pk); err != nil {
+				return err
+			}
+		}
+		ec.buf = append([]byte(nil), ec.buf...) // unshare from the slices above
+		_ = tcp.SetWriteDeadline(time.Time{})   // wait enforces the keepalive
+		if err := el.add(ec); err != nil {
+			if cl.Closed() || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		if next, err = el.wait(ec); err != nil || !next.has {
+			return err
+		}
+	}
+}
+
+// wait blocks until the loop hands ec back, the client is stopped, or the
+// keepalive runs out.
+func (el *eventLoop) wait(ec *evConn) (evResult, error) {
+	var expire <-chan time.Time
+	var t *time.Timer
+	var limit time.Duration
+	if ka := ec.cl.State.Keepalive; ka > 0 {
+		limit = time.Duration(ka) * 1500 * time.Millisecond // [MQTT-3.1.2-22]
+		t = time.NewTimer(limit)
+		defer t.Stop()
+		expire = t.C
+	}
+	for {
+		select {
+		case r := <-ec.back:
+			return r, r.err
+		case <-ec.cl.Done():
+			r, _ := el.takeBack(ec)
+			return r, r.err
+		case <-expire:
+			idle := time.Since(time.Unix(0, ec.lastRead.Load()))
+			if idle < limit {
+				t.Reset(limit - idle)
+				continue
+			}
+			if r, handed := el.takeBack(ec); handed {
+				return r, r.err // the loop had just handed it back
+			}
+			return evResult{}, fmt.Errorf("keepalive: no packet for %s: %w", idle.Round(time.Millisecond), os.ErrDeadlineExceeded)
+		}
+	}
+}
+
+// takeBack takes ec from the loop for good. If the loop had handed it back
+// already, its result is returned with handed true.
+func (el *eventLoop) takeBack(ec *evConn) (r evResult, handed bool) {
+	ec.mu.Lock()
+	defer ec.mu.Unlock()
+	if ec.inLoop {
+		ec.inLoop = false
+		el.remove(ec)
+		return evResult{}, false
+	}
+	return <-ec.back, true
+}

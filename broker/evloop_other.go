@@ -1,0 +1,18 @@
+//go:build !linux
+
+package broker
+
+import (
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// eventLoop is Linux only (epoll); elsewhere every connection is read by
+// mochi's goroutine per connection.
+type eventLoop struct{}
+
+func newEventLoop(func(*mqtt.Client, *packets.Packet) bool) (*eventLoop, error) { return nil, nil }
+
+func (el *eventLoop) close() {}
+
+func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error { return cl.Read(handler) }
