@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -52,9 +53,12 @@ type eventLoop struct {
 	conns  map[uint32]*evConn
 	nextID uint32
 
-	scratch []byte // the loop's read buffer
-	closed  chan struct{}
-	stopped chan struct{}
+	scratch   []byte // the loop's read buffer
+	logger    *slog.Logger
+	closed    chan struct{} // closed by close, or by run when it fails
+	markOnce  sync.Once
+	closeOnce sync.Once
+	stopped   chan struct{}
 }
 
 // evConn is one connection while the loop may read it.
@@ -85,7 +89,7 @@ type evResult struct {
 // evReadSize is how much the loop reads from one connection at a time.
 const evReadSize = 64 << 10
 
-func newEventLoop(handles func(*mqtt.Client, *packets.Packet) bool) (*eventLoop, error) {
+func newEventLoop(handles func(*mqtt.Client, *packets.Packet) bool, logger *slog.Logger) (*eventLoop, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt event loop: epoll_create1: %w", err)
@@ -108,6 +112,7 @@ func newEventLoop(handles func(*mqtt.Client, *packets.Packet) bool) (*eventLoop,
 		handles: handles,
 		conns:   map[uint32]*evConn{},
 		scratch: make([]byte, evReadSize),
+		logger:  logger,
 		closed:  make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
@@ -121,15 +126,15 @@ func (el *eventLoop) close() {
 	if el == nil {
 		return
 	}
-	select {
-	case <-el.closed:
-		return
-	default:
-	}
-	close(el.closed)
-	_ = el.epfd.Close() // wakes run
-	<-el.stopped
+	el.closeOnce.Do(func() {
+		el.markClosed()
+		_ = el.epfd.Close() // wakes run
+		<-el.stopped
+	})
 }
+
+// markClosed sends new connections to mochi's goroutine per connection.
+func (el *eventLoop) markClosed() { el.markOnce.Do(func() { close(el.closed) }) }
 
 func (el *eventLoop) run() {
 	defer close(el.stopped)
@@ -139,16 +144,19 @@ func (el *eventLoop) run() {
 		var werr error
 		err := el.rc.Read(func(fd uintptr) bool {
 			n, werr = unix.EpollWait(int(fd), events, 0)
-			return n > 0 || (werr != nil && werr != unix.EINTR)
+			return n > 0 || werr != nil // else wait in Go's poller
 		})
-		if err != nil || werr != nil {
+		if err == nil && werr == unix.EINTR {
+			continue
+		}
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
 			select {
 			case <-el.closed:
 			default:
-				// Not expected: the epoll descriptor is ours. The
-				// connections' goroutines keep their keepalive and
-				// Done, and the broker goes on without new reads.
-				panic(fmt.Sprintf("mqtt event loop: epoll_wait: %v %v", err, werr))
+				el.fail(err)
 			}
 			return
 		}
@@ -160,6 +168,24 @@ func (el *eventLoop) run() {
 				el.service(ec)
 			}
 		}
+	}
+}
+
+// fail stops the loop after an error it cannot recover from (none is
+// expected: the epoll descriptor is its own). Its connections are closed, so
+// their clients reconnect, and new connections are read by mochi's
+// goroutine per connection.
+func (el *eventLoop) fail(err error) {
+	el.logger.Error("MQTT event loop stopped; its clients are disconnected and reconnect to per-connection readers", "error", err)
+	el.markClosed() // before the snapshot: a connection registered after it sees closed
+	el.mu.Lock()
+	conns := make([]*evConn, 0, len(el.conns))
+	for _, ec := range el.conns {
+		conns = append(conns, ec)
+	}
+	el.mu.Unlock()
+	for _, ec := range conns {
+		ec.cl.Stop(fmt.Errorf("mqtt event loop stopped: %w", err))
 	}
 }
 
@@ -180,8 +206,8 @@ func (el *eventLoop) service(ec *evConn) {
 		err = rerr
 	}
 	switch {
-	case err == unix.EAGAIN:
-		return // data was taken already (a stale event)
+	case err == unix.EAGAIN || err == unix.EINTR:
+		return // a stale event, or a signal: epoll reports it again if there is data
 	case err == nil && n == 0:
 		err = io.EOF
 	}
@@ -253,8 +279,19 @@ func (el *eventLoop) release(ec *evConn, r evResult) {
 // descriptor has left the epoll instance by itself.
 func (el *eventLoop) remove(ec *evConn) {
 	_ = ec.rc.Control(func(fd uintptr) {
-		_ = unix.EpollCtl(int(el.epfd.Fd()), unix.EPOLL_CTL_DEL, int(fd), nil)
+		_ = el.ctl(unix.EPOLL_CTL_DEL, int(fd), nil)
 	})
+}
+
+// ctl is epoll_ctl on the loop's instance, which it holds open meanwhile.
+func (el *eventLoop) ctl(op, fd int, ev *unix.EpollEvent) error {
+	var cerr error
+	if err := el.rc.Control(func(epfd uintptr) {
+		cerr = unix.EpollCtl(int(epfd), op, fd, ev)
+	}); err != nil {
+		return err
+	}
+	return cerr
 }
 
 // add gives ec to the loop.
@@ -265,7 +302,7 @@ func (el *eventLoop) add(ec *evConn) error {
 	var cerr error
 	err := ec.rc.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP, Fd: int32(ec.id)}
-		cerr = unix.EpollCtl(int(el.epfd.Fd()), unix.EPOLL_CTL_ADD, int(fd), &ev)
+		cerr = el.ctl(unix.EPOLL_CTL_ADD, int(fd), &ev)
 	})
 	if err == nil {
 		err = cerr
@@ -295,15 +332,15 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 	if err != nil {
 		return cl.Read(handler)
 	}
+	ec := &evConn{cl: cl, rc: rc, tcp: tcp, counted: cc.counted, handler: handler, back: make(chan evResult, 1)}
+	ec.lastRead.Store(time.Now().UnixNano())
+	el.mu.Lock()
 	select {
 	case <-el.closed:
+		el.mu.Unlock()
 		return cl.Read(handler)
 	default:
 	}
-	ec := &evConn{cl: cl, rc: rc, tcp: tcp, counted: cc.counted, handler: handler, back: make(chan evResult, 1)}
-	ec.buf = cl.TakeBuffered() // read ahead with the CONNECT
-	ec.lastRead.Store(time.Now().UnixNano())
-	el.mu.Lock()
 	for {
 		el.nextID++
 		if _, used := el.conns[el.nextID]; !used && el.nextID != 0 {
@@ -313,6 +350,7 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 	ec.id = el.nextID
 	el.conns[ec.id] = ec
 	el.mu.Unlock()
+	ec.buf = cl.TakeBuffered() // read ahead with the CONNECT
 	defer func() {
 		el.mu.Lock()
 		delete(el.conns, ec.id)

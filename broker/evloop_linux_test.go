@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,11 +50,17 @@ func TestEventLoopSplitPacketsAndHandOver(t *testing.T) {
 	b := startBroker(t, cfg, l, Options{})
 	conn := rawConnect(t, b.addr("tcp"), "split")
 
-	b.evloop.mu.Lock()
-	registered := len(b.evloop.conns)
-	b.evloop.mu.Unlock()
-	if registered != 1 {
-		t.Fatalf("event loop has %d connections, want the one plain TCP connection", registered)
+	// The connection is registered just after its CONNACK.
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(time.Millisecond) {
+		b.evloop.mu.Lock()
+		registered := len(b.evloop.conns)
+		b.evloop.mu.Unlock()
+		if registered == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event loop has %d connections, want the one plain TCP connection", registered)
+		}
 	}
 
 	var stream []byte
@@ -178,5 +185,47 @@ func TestEventLoopKeepalive(t *testing.T) {
 	close(stop)
 	if err := <-pinged; err != nil {
 		t.Fatalf("pinging client: %v", err)
+	}
+}
+
+// TestEventLoopFailureFallsBack: if the loop's epoll stops working, its
+// clients are disconnected (they reconnect) and new connections are read by
+// mochi's goroutine per connection.
+func TestEventLoopFailureFallsBack(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	b := startBroker(t, testConfig(), l, Options{})
+	before := rawConnect(t, b.addr("tcp"), "before")
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(time.Millisecond) {
+		b.evloop.mu.Lock()
+		registered := len(b.evloop.conns)
+		b.evloop.mu.Unlock()
+		if registered == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the connection never reached the event loop")
+		}
+	}
+	_ = b.evloop.epfd.Close() // what the loop cannot recover from
+
+	_ = before.SetReadDeadline(time.Now().Add(testTimeout))
+	if _, err := before.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client of the failed loop: read %v, want the connection closed", err)
+	}
+	if !strings.Contains(b.logs.String(), "MQTT event loop stopped") {
+		t.Errorf("no error logged:\n%s", b.logs.String())
+	}
+	after := rawConnect(t, b.addr("tcp"), "after")
+	if _, err := after.Write(publishPacket("fallback/a", 1, 1, "1")); err != nil {
+		t.Fatal(err)
+	}
+	if typ, _, err := readPacket(bufio.NewReader(after)); err != nil || typ != 0x40 {
+		t.Fatalf("PUBACK through mochi's reader: %x %v", typ, err)
+	}
+	b.evloop.mu.Lock()
+	n := len(b.evloop.conns)
+	b.evloop.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d connections registered with the failed loop", n)
 	}
 }

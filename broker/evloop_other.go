@@ -3,6 +3,8 @@
 package broker
 
 import (
+	"log/slog"
+
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
@@ -11,7 +13,9 @@ import (
 // mochi's goroutine per connection.
 type eventLoop struct{}
 
-func newEventLoop(func(*mqtt.Client, *packets.Packet) bool) (*eventLoop, error) { return nil, nil }
+func newEventLoop(func(*mqtt.Client, *packets.Packet) bool, *slog.Logger) (*eventLoop, error) {
+	return nil, nil
+}
 
 func (el *eventLoop) close() {}
 
