@@ -94,7 +94,7 @@ type testBroker struct {
 	reg  *prometheus.Registry
 }
 
-func startBroker(t *testing.T, cfg config.MQTT, l log.Log, opts Options) *testBroker {
+func startBroker(t testing.TB, cfg config.MQTT, l log.Log, opts Options) *testBroker {
 	t.Helper()
 	buf := &syncBuffer{}
 	if opts.Logger == nil {
