@@ -258,7 +258,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 
-	if b.evloop, err = newEventLoop(b.ingest.handlesInline, b.logger); err != nil {
+	if b.evloop, err = newEventLoop(b.ingest, b.logger); err != nil {
 		b.logger.Warn("MQTT event loop not available; every connection is read by a goroutine of its own", "error", err)
 	}
 	for _, bl := range b.listeners {

@@ -45,9 +45,12 @@ import (
 // without a packet ends the connection, [MQTT-3.1.2-22]), since the loop's
 // reads have no deadline.
 type eventLoop struct {
-	epfd    *os.File // the epoll instance, registered with Go's poller
-	rc      syscall.RawConn
-	handles func(cl *mqtt.Client, pk *packets.Packet) bool
+	epfd *os.File // the epoll instance, registered with Go's poller
+	rc   syscall.RawConn
+	// ingest says which packets the loop may handle (handlesInline). A
+	// concrete type, not a func value: through a func value the packet, a
+	// 1.5 KB struct, would escape to the heap on every read.
+	ingest *ingestHook
 
 	mu     sync.Mutex
 	conns  map[uint32]*evConn
@@ -76,6 +79,11 @@ type evConn struct {
 	back   chan evResult
 	// lastRead is when a packet was last read (UnixNano), for the keepalive.
 	lastRead atomic.Int64
+	// readFn reads into the loop's buffer, setting n and rerr: made once,
+	// so that a read allocates nothing.
+	readFn func(fd uintptr) bool
+	n      int
+	rerr   error
 }
 
 // evResult is what the loop hands back to a connection's goroutine: a packet
@@ -89,7 +97,7 @@ type evResult struct {
 // evReadSize is how much the loop reads from one connection at a time.
 const evReadSize = 64 << 10
 
-func newEventLoop(handles func(*mqtt.Client, *packets.Packet) bool, logger *slog.Logger) (*eventLoop, error) {
+func newEventLoop(ingest *ingestHook, logger *slog.Logger) (*eventLoop, error) {
 	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("mqtt event loop: epoll_create1: %w", err)
@@ -109,7 +117,7 @@ func newEventLoop(handles func(*mqtt.Client, *packets.Packet) bool, logger *slog
 	el := &eventLoop{
 		epfd:    f,
 		rc:      rc,
-		handles: handles,
+		ingest:  ingest,
 		conns:   map[uint32]*evConn{},
 		scratch: make([]byte, evReadSize),
 		logger:  logger,
@@ -196,14 +204,10 @@ func (el *eventLoop) service(ec *evConn) {
 	if !ec.inLoop {
 		return // stale event: the goroutine has it
 	}
-	var n int
-	var rerr error
-	err := ec.rc.Read(func(fd uintptr) bool {
-		n, rerr = unix.Read(int(fd), el.scratch)
-		return true // never wait in Go's poller: epoll said it is readable
-	})
+	err := ec.rc.Read(ec.readFn)
+	n := ec.n
 	if err == nil {
-		err = rerr
+		err = ec.rerr
 	}
 	switch {
 	case err == unix.EAGAIN || err == unix.EINTR:
@@ -237,7 +241,7 @@ func (el *eventLoop) service(ec *evConn) {
 		}
 		read = true
 		data = data[used:]
-		if !el.handles(ec.cl, &pk) {
+		if !el.ingest.handlesInline(ec.cl, &pk) {
 			ec.keep(data)
 			ec.lastRead.Store(time.Now().UnixNano())
 			el.release(ec, evResult{pk: pk, has: true})
@@ -333,6 +337,10 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 		return cl.Read(handler)
 	}
 	ec := &evConn{cl: cl, rc: rc, tcp: tcp, counted: cc.counted, handler: handler, back: make(chan evResult, 1)}
+	ec.readFn = func(fd uintptr) bool {
+		ec.n, ec.rerr = unix.Read(int(fd), el.scratch)
+		return true // never wait in Go's poller: epoll said it is readable
+	}
 	ec.lastRead.Store(time.Now().UnixNano())
 	el.mu.Lock()
 	select {

@@ -6,14 +6,13 @@ import (
 	"log/slog"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // eventLoop is Linux only (epoll); elsewhere every connection is read by
 // mochi's goroutine per connection.
 type eventLoop struct{}
 
-func newEventLoop(func(*mqtt.Client, *packets.Packet) bool, *slog.Logger) (*eventLoop, error) {
+func newEventLoop(*ingestHook, *slog.Logger) (*eventLoop, error) {
 	return nil, nil
 }
 
