@@ -551,6 +551,8 @@ type fanner struct {
 	ready      []*acker    // ackers with finished appends to acknowledge (under mu)
 	readySpare []*acker    // ready's previous backing array
 	readyFlag  atomic.Bool // ready may be non-empty: checked between fan-out runs
+
+	wire [maxRun * 4]byte // drainFast's PUBACKs, on the fanner's goroutine only
 }
 
 func (f *fanner) push(a *acker, items []fanItem) {
@@ -606,7 +608,7 @@ func (f *fanner) ackReady() {
 	f.readyFlag.Store(false)
 	f.mu.Unlock()
 	for i, a := range ready {
-		a.drainFast()
+		a.drainFast(&f.wire)
 		ready[i] = nil
 	}
 	f.mu.Lock()
@@ -642,13 +644,15 @@ func (a *acker) finishedRunLocked() (n int, simple bool) {
 // 0/1 appends with writes that never wait. Anything else (a failed append,
 // QoS 2, a connection that is not plain TCP, another goroutine writing to
 // it) goes to runWorker, which takes over from the same point.
-func (a *acker) drainFast() {
+//
+// wire is the fanner's buffer for the PUBACKs (on the stack it escaped to
+// the heap: a kilobyte per call). tryWrite does not keep it.
+func (a *acker) drainFast(wire *[maxRun * 4]byte) {
 	cc, _ := a.cl.Net.Conn.(*corkConn)
 	if cc == nil || cc.raw == nil {
 		a.h.runWorker(a)
 		return
 	}
-	var wire [maxRun * 4]byte
 	for {
 		a.mu.Lock()
 		n, simple := a.finishedRunLocked()
