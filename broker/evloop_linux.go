@@ -25,15 +25,16 @@ import (
 // small message at a time, so each message costs that goroutine a wake-up
 // from Go's network poller, a read, and a second read that finds the socket
 // empty before it parks again: on a busy two-core machine the read loops
-// were a fifth of the broker's CPU and the wake-ups most of its context
-// switches. The loop instead waits on an epoll instance of its own (itself
-// registered with Go's poller), reads each ready connection once and handles
-// the whole packets it finds, so one wake-up serves every connection that
-// has data, and a read is made only when data is there.
+// were a fifth of the broker's CPU. The loop instead waits on an epoll
+// instance of its own (itself registered with Go's poller), reads each ready
+// connection once and handles the whole packets it finds, so one wake-up
+// serves every connection that has data, and a read is made only when data
+// is there: half the read system calls (docs/benchmarks.md, eleventh
+// session).
 //
-// Only packets whose handling cannot block are handled on the loop: QoS 0
-// and 1 PUBLISHes that the client may send (a free in-flight slot, allowed by
-// the ACL) and PUBACKs. For any other packet the loop hands the connection
+// Only packets whose handling cannot block are handled on the loop: valid
+// QoS 0 and 1 PUBLISHes that the client may send (a free in-flight slot,
+// allowed by the ACL) and PUBACKs. For any other packet the loop hands the connection
 // back to its own goroutine (the one mochi started for it), which handles the
 // packet and whatever whole packets follow, blocking if it must (QoS 2 waits
 // for its append, a full in-flight window waits for acknowledgements, a
