@@ -6,8 +6,6 @@ import (
 	"bufio"
 	"encoding/binary"
 	"errors"
-	"io"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -15,26 +13,21 @@ import (
 	"time"
 )
 
-// connectKeepalive opens an MQTT 3.1.1 connection with the given keepalive
-// (seconds) and reads the CONNACK.
-func connectKeepalive(t *testing.T, addr, id string, keepalive uint16) net.Conn {
+// waitRegistered waits until the event loop reads n connections (a
+// connection is registered just after its CONNACK).
+func waitRegistered(t *testing.T, b *testBroker, n int) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, testTimeout)
-	if err != nil {
-		t.Fatal(err)
+	for deadline := time.Now().Add(testTimeout); ; time.Sleep(time.Millisecond) {
+		b.evloop.mu.Lock()
+		registered := len(b.evloop.conns)
+		b.evloop.mu.Unlock()
+		if registered == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("event loop has %d connections, want %d", registered, n)
+		}
 	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(testTimeout))
-	connect := append(append(mqttString("MQTT"), 4, 0x02), byte(keepalive>>8), byte(keepalive))
-	connect = append(connect, mqttString(id)...)
-	if _, err := conn.Write(mqttPacket(0x10, connect)); err != nil {
-		t.Fatal(err)
-	}
-	connack := make([]byte, 4)
-	if _, err := io.ReadFull(conn, connack); err != nil || connack[0] != 0x20 || connack[3] != 0 {
-		t.Fatalf("CONNACK %x: %v", connack, err)
-	}
-	return conn
 }
 
 // TestEventLoopSplitPacketsAndHandOver sends, a few bytes at a time, a mix of
@@ -50,18 +43,7 @@ func TestEventLoopSplitPacketsAndHandOver(t *testing.T) {
 	b := startBroker(t, cfg, l, Options{})
 	conn := rawConnect(t, b.addr("tcp"), "split")
 
-	// The connection is registered just after its CONNACK.
-	for deadline := time.Now().Add(testTimeout); ; time.Sleep(time.Millisecond) {
-		b.evloop.mu.Lock()
-		registered := len(b.evloop.conns)
-		b.evloop.mu.Unlock()
-		if registered == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("event loop has %d connections, want the one plain TCP connection", registered)
-		}
-	}
+	waitRegistered(t, b, 1)
 
 	var stream []byte
 	want := []byte{} // expected answer types, in order
@@ -195,17 +177,7 @@ func TestEventLoopFailureFallsBack(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	b := startBroker(t, testConfig(), l, Options{})
 	before := rawConnect(t, b.addr("tcp"), "before")
-	for deadline := time.Now().Add(testTimeout); ; time.Sleep(time.Millisecond) {
-		b.evloop.mu.Lock()
-		registered := len(b.evloop.conns)
-		b.evloop.mu.Unlock()
-		if registered == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the connection never reached the event loop")
-		}
-	}
+	waitRegistered(t, b, 1)
 	_ = b.evloop.epfd.Close() // what the loop cannot recover from
 
 	_ = before.SetReadDeadline(time.Now().Add(testTimeout))

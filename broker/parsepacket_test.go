@@ -117,29 +117,27 @@ func publishPacket(topic string, qos byte, id uint16, payload string) []byte {
 func TestMalformedSubscribeV5(t *testing.T) {
 	l := openLog(t, t.TempDir())
 	b := startBroker(t, testConfig(), l, Options{})
-	{
-		conn, err := net.DialTimeout("tcp", b.addr("tcp"), testTimeout)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(testTimeout))
-		connect := append(append(mqttString("MQTT"), 5, 0x02, 0, 60, 0), mqttString("bad-sub")...)
-		if _, err := conn.Write(mqttPacket(0x10, connect)); err != nil {
-			t.Fatal(err)
-		}
-		r := bufio.NewReader(conn)
-		if typ, _, err := readPacket(r); err != nil || typ != 0x20 {
-			t.Fatalf("CONNACK: %x %v", typ, err)
-		}
-		sub := append([]byte{0, 1, 0}, mqttString("a/b")...) // id, no properties, filter, no options
-		if _, err := conn.Write(mqttPacket(0x82, sub)); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			if _, _, err := readPacket(r); err != nil {
-				break // closed, after a DISCONNECT if any
-			}
+	conn, err := net.DialTimeout("tcp", b.addr("tcp"), testTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(testTimeout))
+	connect := append(append(mqttString("MQTT"), 5, 0x02, 0, 60, 0), mqttString("bad-sub")...)
+	if _, err := conn.Write(mqttPacket(0x10, connect)); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	if typ, _, err := readPacket(r); err != nil || typ != 0x20 {
+		t.Fatalf("CONNACK: %x %v", typ, err)
+	}
+	sub := append([]byte{0, 1, 0}, mqttString("a/b")...) // id, no properties, filter, no options
+	if _, err := conn.Write(mqttPacket(0x82, sub)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, _, err := readPacket(r); err != nil {
+			break // closed, after a DISCONNECT if any
 		}
 	}
 	// Still serving.

@@ -64,9 +64,16 @@ func mqttPacket(first byte, body []byte) []byte {
 	return append(out, body...)
 }
 
-// rawConnect opens an MQTT 3.1.1 connection (clean session) and reads the
-// CONNACK.
+// rawConnect opens an MQTT 3.1.1 connection (clean session, keepalive 60 s)
+// and reads the CONNACK.
 func rawConnect(t *testing.T, addr, id string) net.Conn {
+	t.Helper()
+	return connectKeepalive(t, addr, id, 60)
+}
+
+// connectKeepalive opens an MQTT 3.1.1 connection with the given keepalive
+// (seconds) and reads the CONNACK.
+func connectKeepalive(t *testing.T, addr, id string, keepalive uint16) net.Conn {
 	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, testTimeout)
 	if err != nil {
@@ -74,7 +81,8 @@ func rawConnect(t *testing.T, addr, id string) net.Conn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	_ = conn.SetDeadline(time.Now().Add(testTimeout))
-	connect := append(append(mqttString("MQTT"), 4, 0x02, 0, 60), mqttString(id)...)
+	connect := append(append(mqttString("MQTT"), 4, 0x02), byte(keepalive>>8), byte(keepalive))
+	connect = append(connect, mqttString(id)...)
 	if _, err := conn.Write(mqttPacket(0x10, connect)); err != nil {
 		t.Fatal(err)
 	}
