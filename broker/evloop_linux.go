@@ -70,7 +70,6 @@ type evConn struct {
 	id      uint32
 	cl      *mqtt.Client
 	rc      syscall.RawConn
-	tcp     *net.TCPConn
 	counted *countingConn
 	handler mqtt.ReadFn
 
@@ -337,7 +336,7 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 	if err != nil {
 		return cl.Read(handler)
 	}
-	ec := &evConn{cl: cl, rc: rc, tcp: tcp, counted: cc.counted, handler: handler, back: make(chan evResult, 1)}
+	ec := &evConn{cl: cl, rc: rc, counted: cc.counted, handler: handler, back: make(chan evResult, 1)}
 	ec.readFn = func(fd uintptr) bool {
 		ec.n, ec.rerr = unix.Read(int(fd), el.scratch)
 		return true // never wait in Go's poller: epoll said it is readable
@@ -378,8 +377,8 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 		// PINGRESP, a SUBACK): as in mochi's read loop, such a write fails
 		// once the client has been silent for 1.5 times its keepalive, so a
 		// client that neither reads nor sends cannot hold this goroutine.
-		if ka := cl.State.Keepalive; ka > 0 {
-			_ = tcp.SetWriteDeadline(time.Unix(0, ec.lastRead.Load()).Add(time.Duration(ka) * 1500 * time.Millisecond))
+		if limit := keepaliveLimit(cl); limit > 0 {
+			_ = tcp.SetWriteDeadline(time.Unix(0, ec.lastRead.Load()).Add(limit))
 		}
 		if next.has {
 			if err := handler(cl, next.pk); err != nil {
@@ -405,8 +404,8 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 				return err
 			}
 		}
-		ec.buf = append([]byte(nil), ec.buf...) // unshare from the slices above
-		_ = tcp.SetWriteDeadline(time.Time{})   // wait enforces the keepalive
+		ec.keep(ec.buf)                       // the part packet left, at the front of the buffer
+		_ = tcp.SetWriteDeadline(time.Time{}) // wait enforces the keepalive
 		if err := el.add(ec); err != nil {
 			if cl.Closed() || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -419,14 +418,19 @@ func (el *eventLoop) readClient(cl *mqtt.Client, handler mqtt.ReadFn) error {
 	}
 }
 
+// keepaliveLimit is how long the client may stay silent: 1.5 times its
+// keepalive [MQTT-3.1.2-22], 0 for none.
+func keepaliveLimit(cl *mqtt.Client) time.Duration {
+	return time.Duration(cl.State.Keepalive) * 1500 * time.Millisecond
+}
+
 // wait blocks until the loop hands ec back, the client is stopped, or the
 // keepalive runs out.
 func (el *eventLoop) wait(ec *evConn) (evResult, error) {
 	var expire <-chan time.Time
 	var t *time.Timer
-	var limit time.Duration
-	if ka := ec.cl.State.Keepalive; ka > 0 {
-		limit = time.Duration(ka) * 1500 * time.Millisecond // [MQTT-3.1.2-22]
+	limit := keepaliveLimit(ec.cl)
+	if limit > 0 {
 		t = time.NewTimer(limit)
 		defer t.Stop()
 		expire = t.C
