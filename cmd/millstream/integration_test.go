@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -105,7 +106,15 @@ logging:
 // log line, which carries the bound addresses.
 func startServer(t *testing.T, cfgPath string) *server {
 	t.Helper()
+	return startServerEnv(t, cfgPath)
+}
+
+// startServerEnv is startServer with environment variables (KEY=value) added
+// to the test's own.
+func startServerEnv(t *testing.T, cfgPath string, env ...string) *server {
+	t.Helper()
 	cmd := exec.Command(millstreamBin(t), "run", "--config", cfgPath)
+	cmd.Env = append(os.Environ(), env...)
 	pr, pw := io.Pipe()
 	cmd.Stderr = pw
 	if err := cmd.Start(); err != nil {
@@ -247,9 +256,34 @@ func TestQuickStart(t *testing.T) {
 	if !bytes.Contains(body, []byte("millstream_")) {
 		t.Fatalf("/metrics has no millstream metrics:\n%.2000s", body)
 	}
+	// One P less than Go's default, unless GOMAXPROCS says (see serverProcs).
+	if os.Getenv("GOMAXPROCS") == "" {
+		want := fmt.Sprintf("\ngo_sched_gomaxprocs_threads %d\n", max(1, runtime.GOMAXPROCS(0)-1))
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
+		}
+	}
 
 	s.stop(t, syscall.SIGTERM)
 	check(replay(t, "--topic", "mqtt.ingress", "--data-dir", filepath.Join(dir, "data")))
+}
+
+// GOMAXPROCS in the environment overrides the server's own choice.
+func TestGOMAXPROCSFromEnvironment(t *testing.T) {
+	s := startServerEnv(t, writeConfig(t, t.TempDir(), ""), "GOMAXPROCS=3")
+	resp, err := http.Get(s.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !bytes.Contains(body, []byte("\ngo_sched_gomaxprocs_threads 3\n")) {
+		t.Errorf("/metrics lacks go_sched_gomaxprocs_threads 3")
+	}
+	if !strings.Contains(s.log(), `"gomaxprocs_from":"the GOMAXPROCS environment variable"`) {
+		t.Errorf("start-up log does not say where GOMAXPROCS came from:\n%s", s.log())
+	}
+	s.stop(t, syscall.SIGTERM)
 }
 
 // 10,000 QoS 1 messages from real mosquitto_pub clients; the server is killed
