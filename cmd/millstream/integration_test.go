@@ -166,6 +166,21 @@ func (s *server) log() string {
 	return s.stderr.String()
 }
 
+// metrics returns the server's /metrics page.
+func (s *server) metrics(t *testing.T) string {
+	t.Helper()
+	resp, err := http.Get(s.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 func (s *server) port() string { return s.mqtt[strings.LastIndexByte(s.mqtt, ':')+1:] }
 
 func (s *server) stop(t *testing.T, sig syscall.Signal) {
@@ -247,19 +262,14 @@ func TestQuickStart(t *testing.T) {
 	}
 	check(replay(t, "--topic", "mqtt.ingress", "--server", s.http))
 
-	resp, err := http.Get(s.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Contains(body, []byte("millstream_")) {
+	body := s.metrics(t)
+	if !strings.Contains(body, "millstream_") {
 		t.Fatalf("/metrics has no millstream metrics:\n%.2000s", body)
 	}
 	// One P less than Go's default, unless GOMAXPROCS says (see serverProcs).
 	if os.Getenv("GOMAXPROCS") == "" {
 		want := fmt.Sprintf("\ngo_sched_gomaxprocs_threads %d\n", max(1, runtime.GOMAXPROCS(0)-1))
-		if !bytes.Contains(body, []byte(want)) {
+		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", strings.TrimSpace(want))
 		}
 	}
@@ -271,13 +281,7 @@ func TestQuickStart(t *testing.T) {
 // GOMAXPROCS in the environment overrides the server's own choice.
 func TestGOMAXPROCSFromEnvironment(t *testing.T) {
 	s := startServerEnv(t, writeConfig(t, t.TempDir(), ""), "GOMAXPROCS=3")
-	resp, err := http.Get(s.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !bytes.Contains(body, []byte("\ngo_sched_gomaxprocs_threads 3\n")) {
+	if !strings.Contains(s.metrics(t), "\ngo_sched_gomaxprocs_threads 3\n") {
 		t.Errorf("/metrics lacks go_sched_gomaxprocs_threads 3")
 	}
 	if !strings.Contains(s.log(), `"gomaxprocs_from":"the GOMAXPROCS environment variable"`) {
@@ -709,14 +713,9 @@ func TestHistorian(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	resp, err := http.Get(s.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !strings.Contains(string(metrics), "millstream_historian_points_total 50") || !strings.Contains(string(metrics), "millstream_historian_caught_up 1") {
-		t.Errorf("historian metrics:\n%s", grepLines(string(metrics), "millstream_historian_"))
+	metrics := s.metrics(t)
+	if !strings.Contains(metrics, "millstream_historian_points_total 50") || !strings.Contains(metrics, "millstream_historian_caught_up 1") {
+		t.Errorf("historian metrics:\n%s", grepLines(metrics, "millstream_historian_"))
 	}
 	wantAgg := query(s, agg)
 	if !strings.Contains(wantAgg, ",5],") || !strings.Contains(wantAgg, ",45]") {

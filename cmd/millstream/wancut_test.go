@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -184,14 +183,8 @@ func TestReplicationWANCut(t *testing.T) {
 		t.Fatalf("the cloud has %d of %d messages", count, keys*perKey)
 	}
 	// The cuts did reach the replicator (it went through the proxy).
-	resp, err := http.Get(edge.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	var reconnects float64
-	for _, l := range strings.Split(string(b), "\n") {
+	for _, l := range strings.Split(edge.metrics(t), "\n") {
 		if strings.HasPrefix(l, "millstream_replicate_reconnects_total ") {
 			reconnects, _ = strconv.ParseFloat(strings.TrimPrefix(l, "millstream_replicate_reconnects_total "), 64)
 		}
