@@ -32,12 +32,13 @@ const gcPercent = 400
 // wake and a context switch that cost more than the work handed over. The
 // core left over serves what the server asks of the kernel (TCP, page cache,
 // the disk's completions) and whatever else runs on the gateway. On 2 CPUs,
-// with the load generator on the same machine, one P against two raised the
-// QoS 1 peak at every publisher count (e.g. 64 publishers 69-98k against
-// 68-80k msg/s) and, in alternating pairs, cut the PUBACK p99 at half of it
-// (64 publishers 7.3-11.6 against 10.8-14.5 ms) and the broker's CPU per
-// message by 15-20%; docs/benchmarks.md, twelfth session. Set once at start:
-// Go no longer follows later changes of the cgroup quota.
+// with the load generator on the same machine, one P against two in
+// alternating pairs raised the QoS 1 peak on average (64 publishers 82k
+// against 76k msg/s, 1 publisher 29k against 23k), cut the PUBACK p99 at half
+// of it with 1 and 64 publishers (64: 7.3-11.6 against 10.8-14.5 ms; even with
+// 8) and the broker's CPU per message by 15-20%; docs/benchmarks.md, twelfth
+// session. Set once at start: Go no longer follows later changes of the
+// cgroup quota.
 func serverProcs(goDefault int) int {
 	return max(1, goDefault-1)
 }
