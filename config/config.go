@@ -207,12 +207,15 @@ type Log struct {
 	// Backend is "embedded" (segment files under data_dir/log) or "kafka"
 	// (an Apache Kafka cluster, configured under Kafka).
 	Backend string `yaml:"backend"`
-	// Fsync is "group" (concurrent appends share one fsync, flushed every
-	// FsyncInterval or FsyncBytes, whichever comes first) or "always" (every
-	// append is written and fsynced on its own).
-	Fsync         string   `yaml:"fsync"`
-	FsyncInterval Duration `yaml:"fsync_interval"`
-	FsyncBytes    ByteSize `yaml:"fsync_bytes"`
+	// Fsync is "group" (appends that arrive together share one fsync, see
+	// log/embedded) or "always" (every append is written and fsynced on its
+	// own). With group, FsyncInterval bounds how long a group keeps taking
+	// new appends before its fsync, FsyncBytes how much it holds unsynced,
+	// and FsyncMinInterval spaces a partition's fsyncs out (0: none).
+	Fsync            string   `yaml:"fsync"`
+	FsyncInterval    Duration `yaml:"fsync_interval"`
+	FsyncMinInterval Duration `yaml:"fsync_min_interval"`
+	FsyncBytes       ByteSize `yaml:"fsync_bytes"`
 	// DirectIO writes large appends (1 MiB or more queued) with O_DIRECT, past
 	// the page cache, where the filesystem supports it.
 	DirectIO bool `yaml:"direct_io"`

@@ -25,7 +25,7 @@ func TestParseReportsValueAndUnknownKeyTogether(t *testing.T) {
 		t.Fatal("Parse accepted a bad file")
 	}
 	want := "bad.yaml:2: log.fsync: \"sometimes\" is not allowed; use group or always\n" +
-		"bad.yaml:3: log.fsyncc: unknown key (did you mean fsync?); allowed keys in log: backend, fsync, fsync_interval, fsync_bytes, direct_io, segment_bytes, segment_age, partitions, retention_age, retention_bytes, topics, kafka"
+		"bad.yaml:3: log.fsyncc: unknown key (did you mean fsync?); allowed keys in log: backend, fsync, fsync_interval, fsync_min_interval, fsync_bytes, direct_io, segment_bytes, segment_age, partitions, retention_age, retention_bytes, topics, kafka"
 	if err.Error() != want {
 		t.Fatalf("error:\n%s\nwant:\n%s", err, want)
 	}

@@ -211,6 +211,10 @@ func (k *checker) log(l Log) {
 		// wait for a PUBACK before resending.
 		k.add("log.fsync_interval", l.FsyncInterval, "%s is out of range; use a duration above 0 and at most 10s, e.g. 1ms", l.FsyncInterval)
 	}
+	if l.FsyncMinInterval < 0 || time.Duration(l.FsyncMinInterval) > 10*time.Second {
+		// The same bound as fsync_interval: it adds to every PUBACK's wait.
+		k.add("log.fsync_min_interval", l.FsyncMinInterval, "%s is out of range; use 0 (no spacing) or a duration of at most 10s, e.g. 10ms", l.FsyncMinInterval)
+	}
 	if l.FsyncBytes <= 0 {
 		k.add("log.fsync_bytes", l.FsyncBytes, "%s is out of range; use a size above 0, e.g. 4MiB", l.FsyncBytes)
 	}

@@ -410,12 +410,13 @@ func HistorianOptions(cfg config.Config) historian.Options {
 // offline commands (replay) use it too, so they open the log the same way.
 func LogOptions(cfg config.Config, logger *slog.Logger) embedded.Options {
 	return embedded.Options{
-		Fsync:         cfg.Log.Fsync,
-		FsyncInterval: time.Duration(cfg.Log.FsyncInterval),
-		FsyncBytes:    int64(cfg.Log.FsyncBytes),
-		NoDirectIO:    !cfg.Log.DirectIO,
-		SegmentBytes:  int64(cfg.Log.SegmentBytes),
-		SegmentAge:    time.Duration(cfg.Log.SegmentAge),
+		Fsync:            cfg.Log.Fsync,
+		FsyncInterval:    time.Duration(cfg.Log.FsyncInterval),
+		FsyncMinInterval: time.Duration(cfg.Log.FsyncMinInterval),
+		FsyncBytes:       int64(cfg.Log.FsyncBytes),
+		NoDirectIO:       !cfg.Log.DirectIO,
+		SegmentBytes:     int64(cfg.Log.SegmentBytes),
+		SegmentAge:       time.Duration(cfg.Log.SegmentAge),
 		Defaults: mlog.TopicConfig{
 			Partitions:     cfg.Log.Partitions,
 			RetentionAge:   time.Duration(cfg.Log.RetentionAge),

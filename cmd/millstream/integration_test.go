@@ -290,6 +290,43 @@ func TestGOMAXPROCSFromEnvironment(t *testing.T) {
 	s.stop(t, syscall.SIGTERM)
 }
 
+// log.fsync_min_interval reaches the log: a QoS 1 publish right after
+// another is acknowledged only once the interval since the first one's fsync
+// has passed, and what was acknowledged is in the log.
+func TestFsyncMinInterval(t *testing.T) {
+	pub := needTool(t, "mosquitto_pub")
+	const gap = time.Second
+	s := startServer(t, writeConfig(t, t.TempDir(), "log:\n  fsync_min_interval: 1s\n"))
+	publish := func(msg string) time.Duration {
+		t.Helper()
+		start := time.Now()
+		out, err := exec.Command(pub, "-h", "127.0.0.1", "-p", s.port(), "-q", "1", "-t", "spaced", "-m", msg).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+		return time.Since(start)
+	}
+	first := publish("one")
+	second := publish("two")
+	t.Logf("PUBACK after %v, then %v", first, second)
+	if second < gap/2 {
+		t.Errorf("second QoS 1 publish acknowledged after %v; with fsync_min_interval %v it waits for the next fsync", second, gap)
+	}
+	if second > gap+5*time.Second {
+		t.Errorf("second QoS 1 publish acknowledged after %v, long after fsync_min_interval %v", second, gap)
+	}
+	var got []string
+	for _, r := range topicRecords(t, s, "mqtt.ingress") {
+		if string(r.Key) == "spaced" { // not the server's own status messages
+			got = append(got, string(r.Value))
+		}
+	}
+	if !slices.Equal(got, []string{"one", "two"}) {
+		t.Errorf("mqtt.ingress holds %q, want [one two]", got)
+	}
+	s.stop(t, syscall.SIGTERM)
+}
+
 // 10,000 QoS 1 messages from real mosquitto_pub clients; the server is killed
 // with SIGKILL right after the last PUBACK. Every acknowledged message must be
 // in the log exactly once, in per-topic order.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/millstream/millstream/log"
 )
@@ -23,7 +24,12 @@ func TestCrashChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("child process of TestKill9 only")
 	}
-	l, err := Open(dir, Options{SegmentBytes: 64 << 10, Logger: quietLogger()})
+	opts := Options{SegmentBytes: 64 << 10, Logger: quietLogger()}
+	if os.Getenv(crashChildEnv+"_SPACED") != "" {
+		// Kills land while records are written and wait for a spaced fsync.
+		opts.FsyncMinInterval = 5 * time.Millisecond
+	}
+	l, err := Open(dir, opts)
 	if err != nil {
 		fmt.Println("open failed:", err)
 		os.Exit(2)
@@ -103,18 +109,19 @@ type ack struct {
 
 // TestKill9 SIGKILLs a process appending under load, three times, and checks
 // that every acknowledged record survives exactly once, in order: with
-// small records, written through the page cache, and with large ones mixed
-// in, written with direct I/O.
+// small records, written through the page cache, with large ones mixed
+// in, written with direct I/O, and with fsyncs spaced by FsyncMinInterval.
 func TestKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("spawns child processes")
 	}
-	t.Run("buffered", func(t *testing.T) { kill9(t, false) })
+	t.Run("buffered", func(t *testing.T) { kill9(t, false, false) })
+	t.Run("spaced", func(t *testing.T) { kill9(t, false, true) })
 	t.Run("direct", func(t *testing.T) {
 		if !directSupported(t, t.TempDir()) {
 			return
 		}
-		kill9(t, true)
+		kill9(t, true, false)
 	})
 }
 
@@ -138,7 +145,7 @@ func directSupported(t *testing.T, dir string) bool {
 	return true
 }
 
-func kill9(t *testing.T, large bool) {
+func kill9(t *testing.T, large, spaced bool) {
 	dir := t.TempDir()
 	var acks []ack
 	lastCommit := map[int32]int64{}
@@ -147,6 +154,9 @@ func kill9(t *testing.T, large bool) {
 		cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, fmt.Sprintf("%s_RUN=%d", crashChildEnv, run))
 		if large {
 			cmd.Env = append(cmd.Env, crashChildEnv+"_LARGE=1")
+		}
+		if spaced {
+			cmd.Env = append(cmd.Env, crashChildEnv+"_SPACED=1")
 		}
 		stdout, err := cmd.StdoutPipe()
 		if err != nil {

@@ -77,8 +77,11 @@
 // fsyncs once and only then calls the promises of every record that fsync
 // covered (ProduceSync waits for them). Records arriving during an fsync
 // form the next group, so under load many appends share one fsync while a
-// lone appender pays about one fsync. With Fsync "always" every record is
-// written and fsynced on its own.
+// lone appender pays about one fsync. So under light load the disk is
+// flushed almost once per append; FsyncMinInterval spaces the fsyncs of a
+// partition out (records arriving meanwhile are written and share the next
+// one) where flushes are slow or wear the storage. With Fsync "always" every
+// record is written and fsynced on its own.
 //
 // When 1 MiB or more is queued, the writer encodes several batches into
 // one aligned buffer and writes them with O_DIRECT, past the page cache,

@@ -37,6 +37,14 @@ type Options struct {
 	// no more records are waiting, so a lone appender pays one fsync. Zero
 	// means 1 ms.
 	FsyncInterval time.Duration
+	// FsyncMinInterval is the least time between the starts of two fsyncs
+	// of a partition with FsyncGroup: records arriving meanwhile are
+	// written and wait for the next fsync, so a partition fsyncs at most
+	// 1/FsyncMinInterval times a second, at the cost of up to that much
+	// more latency per append. For storage that fsyncs slowly or wears with
+	// each flush (SD cards, eMMC). FsyncBytes unsynced still fsyncs at once.
+	// Zero (the default) fsyncs as soon as nothing more is queued.
+	FsyncMinInterval time.Duration
 	// FsyncBytes makes the writer fsync once this many bytes are unsynced.
 	// Zero means 4 MiB.
 	FsyncBytes int64
@@ -76,6 +84,9 @@ func (o *Options) setDefaults() error {
 	}
 	if o.FsyncInterval <= 0 {
 		o.FsyncInterval = time.Millisecond
+	}
+	if o.FsyncMinInterval < 0 {
+		return fmt.Errorf("embedded log: FsyncMinInterval %v is negative", o.FsyncMinInterval)
 	}
 	if o.FsyncBytes <= 0 {
 		o.FsyncBytes = 4 << 20

@@ -1,9 +1,13 @@
 package embedded
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/millstream/millstream/log"
 	"github.com/prometheus/client_golang/prometheus"
@@ -133,5 +137,109 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 				t.Fatalf("group: %d fsyncs for %d concurrent records; appends are not sharing fsyncs", n, goroutines*per)
 			}
 		})
+	}
+}
+
+// TestFsyncMinIntervalSpacesFsyncs checks that with FsyncMinInterval a
+// partition's fsyncs start at least that far apart while appends go on,
+// and that every append is still acknowledged and readable. The same load
+// without it shows the bound is not met by chance.
+func TestFsyncMinIntervalSpacesFsyncs(t *testing.T) {
+	const gap, run, appenders = 100 * time.Millisecond, 500 * time.Millisecond, 4
+	for _, spaced := range []bool{true, false} {
+		t.Run(fmt.Sprintf("spaced=%v", spaced), func(t *testing.T) {
+			opts := Options{}
+			if spaced {
+				opts.FsyncMinInterval = gap
+			}
+			l := openT(t, t.TempDir(), opts)
+			createTopic(t, l, "s", log.TopicConfig{Partitions: 1})
+			before := fsyncCount(t, l)
+			start := time.Now()
+			var acked atomic.Int64
+			var wg sync.WaitGroup
+			for range appenders {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for time.Since(start) < run {
+						if err := l.ProduceSync(bg, &log.Record{Topic: "s", Value: []byte("v")}); err != nil {
+							t.Error(err)
+							return
+						}
+						acked.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			n := fsyncCount(t, l) - before
+			bound := uint64(elapsed/gap) + 1 // fsync starts at least gap apart
+			t.Logf("%d fsyncs for %d appends in %v (bound with spacing %d)", n, acked.Load(), elapsed, bound)
+			if spaced && n > bound {
+				t.Errorf("%d fsyncs in %v with FsyncMinInterval %v; want at most %d", n, elapsed, gap, bound)
+			}
+			if !spaced && n <= bound {
+				t.Errorf("only %d fsyncs in %v without FsyncMinInterval: the disk is too slow for this test to tell spacing from its own speed", n, elapsed)
+			}
+			recs, err := l.Fetch(bg, "s", 0, 0, log.FetchOptions{MaxBytes: 1 << 30})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(len(recs)) != acked.Load() {
+				t.Errorf("read %d records, %d were acknowledged", len(recs), acked.Load())
+			}
+		})
+	}
+}
+
+// TestFsyncMinIntervalYields checks what ends the wait early: FsyncBytes
+// unsynced, and Close, which makes what was appended durable without
+// waiting out the interval.
+func TestFsyncMinIntervalYields(t *testing.T) {
+	dir := t.TempDir()
+	l, err := Open(dir, Options{FsyncMinInterval: time.Hour, FsyncBytes: 1024, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	createTopic(t, l, "y", log.TopicConfig{Partitions: 1})
+	// The first fsync has no earlier one to be spaced from.
+	ctx, cancel := context.WithTimeout(bg, 10*time.Second)
+	defer cancel()
+	if err := l.ProduceSync(ctx, &log.Record{Topic: "y", Value: []byte("first")}); err != nil {
+		t.Fatalf("first append: %v", err)
+	}
+	// FsyncBytes reached: fsynced at once, an hour early.
+	if err := l.ProduceSync(ctx, &log.Record{Topic: "y", Value: make([]byte, 2048)}); err != nil {
+		t.Fatalf("append over FsyncBytes: %v", err)
+	}
+	// A small append waits for the interval; Close ends the wait.
+	done := make(chan error, 1)
+	l.Produce(bg, &log.Record{Topic: "y", Value: []byte("last")}, func(_ *log.Record, err error) { done <- err })
+	select {
+	case err := <-done:
+		t.Fatalf("a small append was acknowledged before the interval (err %v)", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- l.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for FsyncMinInterval")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("append pending at Close: %v", err)
+	}
+	l = openT(t, dir, Options{})
+	recs, err := l.Fetch(bg, "y", 0, 0, log.FetchOptions{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 3 || string(recs[2].Value) != "last" {
+		t.Fatalf("after reopening: %d records, want 3 ending with %q", len(recs), "last")
 	}
 }

@@ -173,12 +173,15 @@ func (p *partition) stop() {
 // writer is the partition's single appender. Group commit: it writes what is
 // queued in one write, and keeps writing what arrives meanwhile until nothing
 // is queued, FsyncBytes are unsynced or FsyncInterval has passed since the
-// first unsynced write; then it fsyncs once and releases every record the
-// fsync covered. Records that arrive during an fsync form the next group.
+// first unsynced write; then (after FsyncMinInterval, see spaceOut) it
+// fsyncs once and releases every record the fsync covered. Records that
+// arrive during an fsync form the next group.
 func (p *partition) writer() {
 	defer close(p.done)
 	always := p.l.opts.Fsync == FsyncAlways
 	var group []pending
+	var lastSync time.Time // when the last fsync started
+	var spacing *time.Timer
 	for {
 		q, stopped := p.take()
 		if len(q) == 0 {
@@ -213,10 +216,49 @@ func (p *partition) writer() {
 			group = append(group, more...)
 			p.recycle(more)
 		}
+		if p.l.opts.FsyncMinInterval > 0 {
+			group = p.spaceOut(group, lastSync, &spacing)
+			lastSync = time.Now()
+		}
 		p.syncAndRelease(group)
 		clear(group)
 		group = group[:0]
 	}
+}
+
+// spaceOut holds the group's fsync until FsyncMinInterval has passed since
+// the previous one started (last), writing what arrives meanwhile so that
+// the fsync covers it too. FsyncBytes unsynced, or the log closing, ends the
+// wait at once: the spacing bounds how often the disk is flushed, never how
+// much is held unsynced, and Close does not wait for it.
+func (p *partition) spaceOut(group []pending, last time.Time, t **time.Timer) []pending {
+	for p.unsynced < p.l.opts.FsyncBytes {
+		d := p.l.opts.FsyncMinInterval - time.Since(last)
+		if d <= 0 {
+			return group
+		}
+		if *t == nil {
+			*t = time.NewTimer(d)
+		} else {
+			(*t).Reset(d) // Go 1.23 timers: no stale tick after Stop or Reset
+		}
+		select {
+		case <-(*t).C:
+			return group
+		case <-p.signal:
+			(*t).Stop()
+			more, stopped := p.take()
+			if len(more) > 0 {
+				p.write(more)
+				group = append(group, more...)
+				p.recycle(more)
+			}
+			if stopped {
+				return group
+			}
+		}
+	}
+	return group
 }
 
 func (p *partition) recycle(q []pending) {
