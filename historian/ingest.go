@@ -60,6 +60,7 @@ type Ingester struct {
 	records  atomic.Int64 // records read since Run started
 	points   atomic.Int64 // points appended
 	skipped  atomic.Int64 // records or points that could not be stored
+	polls    atomic.Int64 // reads of the topic (Poll calls) since Run started
 
 	mu       sync.Mutex
 	target   int64 // records to replay to be caught up
@@ -214,16 +215,21 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 	lastProgress, lastRecords := time.Now(), int64(0)
 	pending := 0
 	flushed := maps.Clone(start)
+	// flush runs every FlushInterval (or FlushPoints); with nothing new it
+	// only restarts the interval and applies retention, which is due by age
+	// whether or not points arrive. (It once returned without restarting the
+	// interval, and an idle ingester then polled every millisecond.)
 	flush := func(fctx context.Context) error {
 		pos := c.Positions()
-		if pending == 0 && maps.Equal(pos, flushed) {
-			return nil
+		lastFlush = time.Now()
+		idle := pending == 0 && maps.Equal(pos, flushed)
+		if !idle {
+			if err := in.db.Flush(encodeCheckpoint(in.opts.Topic, pos)); err != nil {
+				return fmt.Errorf("historian: flush: %w", err)
+			}
+			pending, flushed, lastFlush = 0, pos, time.Now()
 		}
-		if err := in.db.Flush(encodeCheckpoint(in.opts.Topic, pos)); err != nil {
-			return fmt.Errorf("historian: flush: %w", err)
-		}
-		pending, flushed, lastFlush = 0, pos, time.Now()
-		if time.Since(lastCompact) >= in.opts.CompactInterval {
+		if !idle && time.Since(lastCompact) >= in.opts.CompactInterval {
 			lastCompact = time.Now()
 			// Skipped while a tiering export runs; the next round does it.
 			if err := in.db.compactBefore(lastCompact.Add(-in.db.opts.OutOfOrderWindow).UnixMilli(), true); err != nil {
@@ -237,6 +243,9 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 			} else if n > 0 {
 				in.log.Info("historian: retention deleted old partitions", "files", n)
 			}
+		}
+		if idle {
+			return nil
 		}
 		// For lag reporting only; a failed commit costs nothing on restart.
 		if err := c.Commit(fctx); err != nil && fctx.Err() == nil {
@@ -252,6 +261,7 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 		pctx, cancel := context.WithTimeout(ctx, max(wait, time.Millisecond))
 		recs, err := c.Poll(pctx)
 		cancel()
+		in.polls.Add(1)
 		// Records count in the consumer's positions once Poll returned
 		// them, also when ctx ended meanwhile (Poll may still return
 		// some): store them before any flush stamps its checkpoint with

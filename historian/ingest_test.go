@@ -470,3 +470,31 @@ func TestIngestStopStoresWhatItCheckpoints(t *testing.T) {
 		}
 	}
 }
+
+// An idle ingester reads the topic about once per FlushInterval, not in a
+// loop: with nothing new to flush it once kept polling every millisecond.
+func TestIngestIdleDoesNotSpin(t *testing.T) {
+	l := openTestLog(t)
+	db, err := Open(Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if err := l.CreateTopic(context.Background(), uns.PointsTopic, log.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	const interval, idle = 50 * time.Millisecond, 600 * time.Millisecond
+	r := startIngester(t, l, db, IngestOptions{FlushInterval: interval})
+	waitFor(t, "caught up", r.in.CaughtUp)
+	// One point, flushed, then nothing.
+	producePoints(t, l, []uns.Point{{Path: "acme/p1/press/temp", Time: time.Now(), Value: uns.FloatValue(1), Source: "test"}})
+	waitFor(t, "the point stored", func() bool { return r.in.points.Load() == 1 })
+	time.Sleep(2 * interval)
+	before := r.in.polls.Load()
+	time.Sleep(idle)
+	polls := r.in.polls.Load() - before
+	// One read per interval, and a few more for timers that fire late.
+	if limit := int64(idle/interval) + 5; polls > limit {
+		t.Errorf("%d reads of an idle topic in %v with FlushInterval %v; want at most %d", polls, idle, interval, limit)
+	}
+}
