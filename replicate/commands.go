@@ -60,13 +60,14 @@ func (s *idSet) add(id string) {
 
 // runCommands runs cloud-to-edge commands, retrying failed sessions.
 func (r *Replicator) runCommands(ctx context.Context) error {
-	log := r.log.With("part", "commands")
+	rl := retryLog{log: r.log.With("part", "commands"), msg: "remote commands session ended; retrying"}
 	for {
+		began := time.Now()
 		err := r.commandsSession(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		log.Warn("remote commands session ended; retrying", "error", err, "retry_in", r.opts.RetryBackoff)
+		rl.failed(err, time.Since(began), r.opts.RetryBackoff)
 		select {
 		case <-ctx.Done():
 			return nil

@@ -45,13 +45,15 @@ func (f *flow) run(ctx context.Context) error {
 		f.statsLoop(ctx)
 	}()
 	defer wg.Wait()
+	rl := retryLog{log: f.log, msg: "replication session ended; retrying"}
 	for {
+		began := time.Now()
 		err := f.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		f.r.m.sessions.WithLabelValues(f.cfg.Name).Inc()
-		f.log.Warn("replication session ended; retrying", "error", err, "retry_in", f.r.opts.RetryBackoff)
+		rl.failed(err, time.Since(began), f.r.opts.RetryBackoff)
 		select {
 		case <-ctx.Done():
 			return nil

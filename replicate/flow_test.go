@@ -3,7 +3,9 @@ package replicate
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -141,4 +143,72 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestRetriesLogQuietly keeps a flow failing (its remote is not there) and
+// checks that the failures are counted and logged, but only the first as a
+// warning: an outage of hours must not fill the log with one warning every
+// RetryBackoff.
+func TestRetriesLogQuietly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: every dial is refused
+	l := openLocal(t, t.TempDir(), 1)
+	defer l.Close()
+	var logs syncBuffer
+	opts := Options{
+		Site:          "plant1",
+		Remote:        Remote{Brokers: []string{addr}, DialTimeout: 200 * time.Millisecond, ClientOptions: fastClient()},
+		Flows:         []Flow{{Name: "events", Topics: []string{"line.events"}, Include: []string{"#"}, RemoteTopic: "cloud.events"}},
+		ProbeInterval: 50 * time.Millisecond,
+		RetryBackoff:  20 * time.Millisecond,
+		CloseTimeout:  100 * time.Millisecond,
+		Logger:        slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	run := start(t, l, opts)
+	count := func(level string) int {
+		n := 0
+		for line := range strings.SplitSeq(logs.String(), "\n") {
+			if strings.Contains(line, "level="+level) && strings.Contains(line, `msg="replication session ended; retrying"`) {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for count("DEBUG") < 5 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	run.stop(t)
+	if n := count("DEBUG"); n < 5 {
+		t.Fatalf("%d failed sessions logged at debug level in 20 s, want at least 5:\n%s", n, logs.String())
+	}
+	if n := count("WARN"); n != 1 {
+		t.Errorf("%d warnings for one unchanged failure, want 1:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "failed_since_last_warning=") {
+		t.Errorf("repeated failures do not say how many there were:\n%s", logs.String())
+	}
+}
+
+func TestRetryLogWarnsAgain(t *testing.T) {
+	var logs syncBuffer
+	rl := retryLog{log: slog.New(slog.NewTextHandler(&logs, nil)), msg: "ended"}
+	errA, errB := errors.New("refused"), errors.New("unknown topic")
+	rl.failed(errA, 0, time.Second)        // first: warns
+	rl.failed(errA, 0, time.Second)        // same error: quiet
+	rl.failed(errB, 0, time.Second)        // another error: warns
+	rl.failed(errB, retryRan, time.Second) // after a session that ran: warns
+	rl.failed(errB, 0, time.Second)        // quiet
+	rl.lastWarn = time.Now().Add(-retryRepeat)
+	rl.failed(errB, 0, time.Second) // a reminder: warns, with the count
+	if n := strings.Count(logs.String(), "level=WARN"); n != 4 {
+		t.Errorf("%d warnings, want 4:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "failed_since_last_warning=1") {
+		t.Errorf("the reminder does not count the quiet failures:\n%s", logs.String())
+	}
 }

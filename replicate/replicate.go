@@ -223,3 +223,37 @@ func (k kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
 func (k kgoLogger) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
 	k.l.Debug("kafka client: "+msg, keyvals...)
 }
+
+// retryLog reports a failed session that is about to be retried. Through a
+// WAN outage a session fails every RetryBackoff for as long as the outage
+// lasts, and "WAN link down" has already said why: so only the first
+// failure, a failure with another error, one after a session that had been
+// running (retryRan), and then one every retryRepeat are warnings; the
+// rest go to debug level. sessions_total counts them all.
+type retryLog struct {
+	log      *slog.Logger
+	msg      string
+	lastErr  string
+	lastWarn time.Time
+	quiet    int // failures at debug level since the last warning
+}
+
+const (
+	retryRan    = time.Minute
+	retryRepeat = 10 * time.Minute
+)
+
+func (l *retryLog) failed(err error, ran, backoff time.Duration) {
+	e := fmt.Sprint(err)
+	if e != l.lastErr || ran >= retryRan || time.Since(l.lastWarn) >= retryRepeat {
+		args := []any{"error", err, "retry_in", backoff}
+		if l.quiet > 0 {
+			args = append(args, "failed_since_last_warning", l.quiet)
+		}
+		l.log.Warn(l.msg, args...)
+		l.lastErr, l.lastWarn, l.quiet = e, time.Now(), 0
+		return
+	}
+	l.quiet++
+	l.log.Debug(l.msg, "error", err, "retry_in", backoff, "failed_since_last_warning", l.quiet)
+}
