@@ -42,7 +42,7 @@ func New(local mlog.Log, opts Options) (*Replicator, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	r := &Replicator{l: local, opts: opts, log: opts.Logger.With("component", "replicate"), m: newMetrics()}
+	r := &Replicator{l: local, opts: opts, log: opts.Logger, m: newMetrics()}
 	r.wan.r = r
 	r.m.wanUp.Set(0)
 	if opts.Remote.BandwidthBytesPerSec > 0 {
