@@ -559,6 +559,13 @@ func (n *Node) readiness() error {
 	if !n.ready.Load() {
 		return errors.New("starting")
 	}
+	// A log partition that stopped after a write error (a full disk)
+	// refuses every append until restart: the node cannot take data.
+	if f, ok := n.log.(interface{ Failure() error }); ok {
+		if err := f.Failure(); err != nil {
+			return fmt.Errorf("log: %w", err)
+		}
+	}
 	if n.ingest != nil {
 		// A rebuild from the log says how far it is.
 		if err := n.ingest.Ready(); err != nil {

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -287,6 +288,99 @@ func TestGOMAXPROCSFromEnvironment(t *testing.T) {
 	if !strings.Contains(s.log(), `"gomaxprocs_from":"the GOMAXPROCS environment variable"`) {
 		t.Errorf("start-up log does not say where GOMAXPROCS came from:\n%s", s.log())
 	}
+	s.stop(t, syscall.SIGTERM)
+}
+
+// TestDiskFull fills the data directory's filesystem (a 4 MiB tmpfs) with
+// QoS 1 publishes: the partition that cannot write stops acknowledging, the
+// server keeps running and reports it (/readyz 503, the gauge), and after
+// space is freed and the server restarted every acknowledged message is in
+// the log and new ones are taken. Needs mount(2) (root): skipped without.
+func TestDiskFull(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.Mkdir(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=4M", "tmpfs", data).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a small tmpfs to fill (needs root): %v %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", data).Run() })
+	cfg := writeConfig(t, dir, "")
+	s := startServer(t, cfg)
+
+	c, err := dialBench(context.Background(), "tcp://"+s.mqtt, "filler", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	payload := bytes.Repeat([]byte("x"), 1000)
+	var acked []int
+	for i := 1; i < 100_000; i++ {
+		_ = c.conn.SetDeadline(time.Now().Add(10 * time.Second))
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish, Qos: 1}, TopicName: "fill",
+			PacketID: uint16(i%65535 + 1), Payload: append([]byte(fmt.Sprintf("%06d:", i)), payload...)}
+		if err := c.write(&pk); err != nil {
+			break
+		}
+		ack, err := c.read()
+		if err != nil {
+			break // the broker disconnects a publisher whose message it cannot store
+		}
+		if ack.FixedHeader.Type != packets.Puback || ack.PacketID != pk.PacketID {
+			t.Fatalf("expected the PUBACK of %d, got type %d id %d", pk.PacketID, ack.FixedHeader.Type, ack.PacketID)
+		}
+		acked = append(acked, i)
+	}
+	if len(acked) == 0 || len(acked) > 5000 {
+		t.Fatalf("%d messages acknowledged on a 4 MiB filesystem", len(acked))
+	}
+	resp, err := http.Get(s.http + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "mqtt.ingress/0 accepts no appends") || !strings.Contains(string(body), "no space left") {
+		t.Errorf("/readyz with a full disk: %d %s", resp.StatusCode, body)
+	}
+	if m := s.metrics(t); !strings.Contains(m, `millstream_log_partition_failed{partition="0",topic="mqtt.ingress"} 1`) {
+		t.Errorf("/metrics does not report the failed partition")
+	}
+	if !strings.Contains(s.log(), "the disk is full: free space") {
+		t.Errorf("the log does not say what to do:\n%s", s.log())
+	}
+	s.stop(t, syscall.SIGTERM)
+
+	if out, err := exec.Command("mount", "-o", "remount,size=64M", data).CombinedOutput(); err != nil {
+		t.Fatalf("remount: %v %s", err, out)
+	}
+	s = startServer(t, cfg)
+	got := map[int]bool{}
+	for _, r := range topicRecords(t, s, "mqtt.ingress") {
+		if string(r.Key) == "fill" {
+			var n int
+			fmt.Sscanf(string(r.Value), "%d:", &n)
+			got[n] = true
+		}
+	}
+	for _, i := range acked {
+		if !got[i] {
+			t.Fatalf("message %d was acknowledged before the disk filled and is not in the log after the restart (%d of %d there)", i, len(got), len(acked))
+		}
+	}
+	if out, err := exec.Command(needTool(t, "mosquitto_pub"), "-h", "127.0.0.1", "-p", s.port(), "-q", "1", "-t", "fill", "-m", "after").CombinedOutput(); err != nil {
+		t.Fatalf("publish after the restart: %v %s", err, out)
+	}
+	resp, err = http.Get(s.http + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/readyz after the restart with space: %d", resp.StatusCode)
+	}
+	t.Logf("%d messages acknowledged before the disk filled; all there after the restart", len(acked))
 	s.stop(t, syscall.SIGTERM)
 }
 

@@ -406,6 +406,29 @@ func (l *Log) Topics(ctx context.Context) ([]mlog.TopicInfo, error) {
 	return out, nil
 }
 
+// Failure reports the partitions that stopped accepting appends after a
+// write or fsync error (a full disk, an I/O error), or nil. Such a
+// partition stays stopped until the log is opened again; the node reports
+// it as not ready.
+func (l *Log) Failure() error {
+	l.mu.RLock()
+	ts := make([]*topic, 0, len(l.topics))
+	for _, t := range l.topics {
+		ts = append(ts, t)
+	}
+	l.mu.RUnlock()
+	sort.Slice(ts, func(i, j int) bool { return ts[i].name < ts[j].name })
+	var errs []error
+	for _, t := range ts {
+		for _, p := range t.parts {
+			if e := p.failure.Load(); e != nil {
+				errs = append(errs, fmt.Errorf("%s/%d accepts no appends: %w", t.name, p.id, *e))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Topic implements log.Log.
 func (l *Log) Topic(ctx context.Context, name string) (mlog.TopicInfo, error) {
 	t, err := l.topic(name)

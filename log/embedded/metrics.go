@@ -57,13 +57,14 @@ var (
 	lagDesc      = prometheus.NewDesc("millstream_log_consumer_lag", "End offset minus committed offset per consumer group and partition.", []string{"group", "topic", "partition"}, nil)
 	bufferedDesc = prometheus.NewDesc("millstream_log_buffered_bytes", "Bytes produced but not yet durable (bounded by MaxBufferedBytes).", nil, nil)
 	directDesc   = prometheus.NewDesc("millstream_log_direct_writes_total", "Direct I/O writes (of 1 MiB or more queued records, up to 4 MiB each), past the page cache.", nil, nil)
+	failedDesc   = prometheus.NewDesc("millstream_log_partition_failed", "1 when the partition stopped accepting appends after a write or fsync error (a full disk, an I/O error) until restart, else 0.", []string{"topic", "partition"}, nil)
 )
 
 // collector reports per-partition state at scrape time.
 type collector struct{ l *Log }
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{segmentsDesc, segBytesDesc, endDesc, startDesc, lagDesc, bufferedDesc, directDesc} {
+	for _, d := range []*prometheus.Desc{segmentsDesc, segBytesDesc, endDesc, startDesc, lagDesc, bufferedDesc, directDesc, failedDesc} {
 		ch <- d
 	}
 }
@@ -95,14 +96,26 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(max(e[o.Partition]-o.Offset, 0)), g.Group, o.Topic, strconv.Itoa(int(o.Partition)))
 		}
 	}
+	c.l.mu.RLock()
+	for name, t := range c.l.topics {
+		for _, p := range t.parts {
+			v := 0.0
+			if p.failure.Load() != nil {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, v, name, strconv.Itoa(int(p.id)))
+		}
+	}
+	c.l.mu.RUnlock()
 	ch <- prometheus.MustNewConstMetric(bufferedDesc, prometheus.GaugeValue, float64(c.l.bufferedBytes()))
 	ch <- prometheus.MustNewConstMetric(directDesc, prometheus.CounterValue, float64(c.l.m.directWrites.Load()))
 }
 
 // Register registers the log's metrics: appended records and bytes per topic,
 // fsync latency, segment count and bytes, start and end offsets per partition,
-// consumer lag per group and partition, what crash recovery truncated, and
-// how many batches were written with direct I/O.
+// consumer lag per group and partition, what crash recovery truncated, how
+// many batches were written with direct I/O, and which partitions stopped
+// accepting appends.
 func (l *Log) Register(reg prometheus.Registerer) error {
 	for _, c := range []prometheus.Collector{l.m.records, l.m.bytes, l.m.fsyncSeconds, l.m.truncatedBytes, l.m.truncatedRecords, l.m.truncations, collector{l}} {
 		if err := reg.Register(c); err != nil {

@@ -243,3 +243,67 @@ func TestFsyncMinIntervalYields(t *testing.T) {
 		t.Fatalf("after reopening: %d records, want 3 ending with %q", len(recs), "last")
 	}
 }
+
+// TestPartitionFailureReported makes a partition's segment write fail and
+// checks that appends to it fail from then on, that Failure and the
+// millstream_log_partition_failed gauge name it, and that other partitions
+// go on.
+func TestPartitionFailureReported(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{})
+	reg := prometheus.NewRegistry()
+	if err := l.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	createTopic(t, l, "f", log.TopicConfig{Partitions: 2})
+	rec := func(p int32) *log.Record {
+		return &log.Record{Topic: "f", Partition: p, PartitionSet: true, Value: []byte("v")}
+	}
+	for p := int32(0); p < 2; p++ {
+		if err := l.ProduceSync(bg, rec(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := l.Failure(); err != nil {
+		t.Fatalf("Failure before any error: %v", err)
+	}
+	p, err := l.partition("f", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.active.f.Close() // the next write fails, as on a disk error
+	if err := l.ProduceSync(bg, rec(1)); err == nil {
+		t.Fatal("append to a partition whose write failed succeeded")
+	}
+	if err := l.ProduceSync(bg, rec(1)); err == nil {
+		t.Fatal("a second append to the failed partition succeeded")
+	}
+	if err := l.ProduceSync(bg, rec(0)); err != nil {
+		t.Fatalf("the other partition: %v", err)
+	}
+	ferr := l.Failure()
+	if ferr == nil || !strings.Contains(ferr.Error(), "f/1 accepts no appends") || strings.Contains(ferr.Error(), "f/0") {
+		t.Fatalf("Failure = %v, want f/1 only", ferr)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "millstream_log_partition_failed" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var part string
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "partition" {
+					part = lp.GetValue()
+				}
+			}
+			got[part] = m.GetGauge().GetValue()
+		}
+	}
+	if got["0"] != 0 || got["1"] != 1 {
+		t.Fatalf("millstream_log_partition_failed = %v, want partition 1 at 1 and 0 at 0", got)
+	}
+}

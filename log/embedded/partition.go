@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	mlog "github.com/millstream/millstream/log"
@@ -43,8 +45,9 @@ type partition struct {
 	start    int64 // log start offset
 	end      int64 // durable end offset (high watermark)
 	wake     chan struct{}
-	active   *segment // the segment the writer appends to (writer-owned)
-	failed   error    // a write or fsync error: the partition refuses appends
+	active   *segment              // the segment the writer appends to (writer-owned)
+	failed   error                 // a write or fsync error: the partition refuses appends
+	failure  atomic.Pointer[error] // failed, for other goroutines (Failure, metrics)
 	enc      batchEncoder
 	unsynced int64
 	// lastGroup is how many bytes the last fsync covered (see preallocate).
@@ -344,10 +347,18 @@ func (p *partition) writeFailed(seg *segment, err error) error {
 	return p.failed
 }
 
+// fail stops the partition for good: after a failed write or fsync the
+// state of the file's tail in the page cache is not known, so only the
+// recovery scan of a restart may write to it again.
 func (p *partition) fail(err error) {
 	if p.failed == nil {
 		p.failed = err
-		p.l.logger.Error("log partition stopped accepting appends", "topic", p.topic, "partition", p.id, "err", err)
+		p.failure.Store(&err)
+		hint := "restart Millstream to recover the partition (its recovery scan truncates what was not acknowledged)"
+		if errors.Is(err, syscall.ENOSPC) {
+			hint = "the disk is full: free space on the data_dir disk (or lower log.retention_bytes / retention_age), then restart Millstream"
+		}
+		p.l.logger.Error("log partition stopped accepting appends; appends to it fail until Millstream restarts", "topic", p.topic, "partition", p.id, "error", err, "what_to_do", hint)
 	}
 }
 
