@@ -411,6 +411,17 @@ func (l *Log) Topics(ctx context.Context) ([]mlog.TopicInfo, error) {
 // partition stays stopped until the log is opened again; the node reports
 // it as not ready.
 func (l *Log) Failure() error {
+	var errs []error
+	for _, p := range l.partitions() {
+		if e := p.failure.Load(); e != nil {
+			errs = append(errs, fmt.Errorf("%s/%d accepts no appends: %w", p.topic, p.id, *e))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// partitions lists every partition, by topic name and partition number.
+func (l *Log) partitions() []*partition {
 	l.mu.RLock()
 	ts := make([]*topic, 0, len(l.topics))
 	for _, t := range l.topics {
@@ -418,15 +429,11 @@ func (l *Log) Failure() error {
 	}
 	l.mu.RUnlock()
 	sort.Slice(ts, func(i, j int) bool { return ts[i].name < ts[j].name })
-	var errs []error
+	var ps []*partition
 	for _, t := range ts {
-		for _, p := range t.parts {
-			if e := p.failure.Load(); e != nil {
-				errs = append(errs, fmt.Errorf("%s/%d accepts no appends: %w", t.name, p.id, *e))
-			}
-		}
+		ps = append(ps, t.parts...)
 	}
-	return errors.Join(errs...)
+	return ps
 }
 
 // Topic implements log.Log.

@@ -96,17 +96,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(lagDesc, prometheus.GaugeValue, float64(max(e[o.Partition]-o.Offset, 0)), g.Group, o.Topic, strconv.Itoa(int(o.Partition)))
 		}
 	}
-	c.l.mu.RLock()
-	for name, t := range c.l.topics {
-		for _, p := range t.parts {
-			v := 0.0
-			if p.failure.Load() != nil {
-				v = 1
-			}
-			ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, v, name, strconv.Itoa(int(p.id)))
+	for _, p := range c.l.partitions() {
+		v := 0.0
+		if p.failure.Load() != nil {
+			v = 1
 		}
+		ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.GaugeValue, v, p.topic, strconv.Itoa(int(p.id)))
 	}
-	c.l.mu.RUnlock()
 	ch <- prometheus.MustNewConstMetric(bufferedDesc, prometheus.GaugeValue, float64(c.l.bufferedBytes()))
 	ch <- prometheus.MustNewConstMetric(directDesc, prometheus.CounterValue, float64(c.l.m.directWrites.Load()))
 }

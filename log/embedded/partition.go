@@ -341,6 +341,10 @@ func (p *partition) write(q []pending) (int64, error) {
 // written after a failure, so no later batch can reach the file that its
 // producer was told had failed.
 func (p *partition) writeFailed(seg *segment, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == seg.path {
+		err = pe.Err // the path is said once
+	}
 	p.fail(fmt.Errorf("write segment %s: %w", seg.path, err))
 	_ = seg.f.Truncate(seg.size)
 	seg.alloc = seg.size
