@@ -227,7 +227,7 @@ func (in *Ingester) Run(ctx context.Context) (err error) {
 			if err := in.db.Flush(encodeCheckpoint(in.opts.Topic, pos)); err != nil {
 				return fmt.Errorf("historian: flush: %w", err)
 			}
-			pending, flushed, lastFlush = 0, pos, time.Now()
+			pending, flushed = 0, pos
 		}
 		if !idle && time.Since(lastCompact) >= in.opts.CompactInterval {
 			lastCompact = time.Now()

@@ -229,7 +229,8 @@ func (k kgoLogger) Log(_ kgo.LogLevel, msg string, keyvals ...any) {
 // lasts, and "WAN link down" has already said why: so only the first
 // failure, a failure with another error, one after a session that had been
 // running (retryRan), and then one every retryRepeat are warnings; the
-// rest go to debug level. sessions_total counts them all.
+// rest go to debug level (a flow's are all counted in
+// millstream_replicate_session_failures_total).
 type retryLog struct {
 	log      *slog.Logger
 	msg      string

@@ -388,17 +388,10 @@ func (l *Log) CreateTopic(ctx context.Context, name string, cfg mlog.TopicConfig
 
 // Topics implements log.Log.
 func (l *Log) Topics(ctx context.Context) ([]mlog.TopicInfo, error) {
-	l.mu.RLock()
-	ts := make([]*topic, 0, len(l.topics))
-	for _, t := range l.topics {
-		ts = append(ts, t)
-	}
-	closed := l.closed
-	l.mu.RUnlock()
+	ts, closed := l.sortedTopics()
 	if closed {
 		return nil, mlog.ErrClosed
 	}
-	sort.Slice(ts, func(i, j int) bool { return ts[i].name < ts[j].name })
 	out := make([]mlog.TopicInfo, len(ts))
 	for i, t := range ts {
 		out[i] = t.info()
@@ -420,15 +413,23 @@ func (l *Log) Failure() error {
 	return errors.Join(errs...)
 }
 
-// partitions lists every partition, by topic name and partition number.
-func (l *Log) partitions() []*partition {
+// sortedTopics snapshots the topics, sorted by name, and whether the log
+// is closed.
+func (l *Log) sortedTopics() ([]*topic, bool) {
 	l.mu.RLock()
 	ts := make([]*topic, 0, len(l.topics))
 	for _, t := range l.topics {
 		ts = append(ts, t)
 	}
+	closed := l.closed
 	l.mu.RUnlock()
 	sort.Slice(ts, func(i, j int) bool { return ts[i].name < ts[j].name })
+	return ts, closed
+}
+
+// partitions lists every partition, by topic name and partition number.
+func (l *Log) partitions() []*partition {
+	ts, _ := l.sortedTopics()
 	var ps []*partition
 	for _, t := range ts {
 		ps = append(ps, t.parts...)
@@ -702,12 +703,7 @@ func (l *Log) retentionLoop() {
 // EnforceRetention deletes the segments that retention allows to delete, now.
 // It runs every RetentionCheckInterval on its own.
 func (l *Log) EnforceRetention() {
-	l.mu.RLock()
-	var ts []*topic
-	for _, t := range l.topics {
-		ts = append(ts, t)
-	}
-	l.mu.RUnlock()
+	ts, _ := l.sortedTopics()
 	now := time.Now()
 	for _, t := range ts {
 		for _, p := range t.parts {
