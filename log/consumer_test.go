@@ -256,3 +256,63 @@ func TestConsumerStartOffsets(t *testing.T) {
 		t.Fatalf("committed %d on partition 0, want 10", off)
 	}
 }
+
+// Batches that wait for Poll are merged into one result, in each
+// partition's order, without losing or repeating a record, and within
+// MaxPollRecords when every batch holds one record.
+func TestConsumerPollMergesWaitingBatches(t *testing.T) {
+	l := openLog(t, t.TempDir())
+	defer l.Close()
+	ctx := context.Background()
+	if err := l.CreateTopic(ctx, "t", log.TopicConfig{Partitions: 3}); err != nil {
+		t.Fatal(err)
+	}
+	const total = 120
+	produceN(t, l, "t", 0, total)
+	// FetchMaxBytes of 1: every fetch returns one record (a fetch always
+	// returns at least one).
+	c, err := log.NewConsumer(l, "merge", "t", log.ConsumerOptions{FetchMaxBytes: 1, Prefetch: 64, MaxPollRecords: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(200 * time.Millisecond) // the partition readers fill the prefetch queue
+	last := map[int32]int64{0: -1, 1: -1, 2: -1}
+	seen, merged := 0, false
+	var prev []log.Record
+	pctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	for seen < total {
+		rs, err := c.Poll(pctx)
+		if err != nil {
+			t.Fatalf("Poll after %d records: %v", seen, err)
+		}
+		if len(rs) > 10 {
+			t.Fatalf("Poll returned %d records, MaxPollRecords is 10", len(rs))
+		}
+		merged = merged || len(rs) > 1
+		for _, r := range rs {
+			if r.Offset != last[r.Partition]+1 {
+				t.Fatalf("partition %d: offset %d after %d", r.Partition, r.Offset, last[r.Partition])
+			}
+			last[r.Partition] = r.Offset
+		}
+		seen += len(rs)
+		// A result is the caller's: appending to the previous one must not
+		// change this one.
+		if prev != nil {
+			keep := fmt.Sprint(rs[0].Partition, rs[0].Offset)
+			_ = append(prev, log.Record{Partition: 9, Offset: -9})
+			if got := fmt.Sprint(rs[0].Partition, rs[0].Offset); got != keep {
+				t.Fatalf("appending to an earlier Poll result changed this one: %s, was %s", got, keep)
+			}
+		}
+		prev = rs
+	}
+	if seen != total {
+		t.Fatalf("polled %d records, want %d", seen, total)
+	}
+	if !merged {
+		t.Fatal("no Poll returned more than one waiting batch")
+	}
+}

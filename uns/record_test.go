@@ -114,3 +114,19 @@ func BenchmarkParsePointJSON(b *testing.B) {
 		}
 	})
 }
+
+// The fast path allocates only the strings the point keeps: path, unit
+// and source.
+func TestParsePointJSONAllocations(t *testing.T) {
+	p := Point{Path: "Plant1/Edge3/Filler2/Line/Temperature", Time: time.Date(2026, 11, 23, 8, 0, 0, 123e6, time.UTC),
+		Value: FloatValue(21.57), Quality: Good, Unit: "degC", Source: "spb:Plant1/Edge3/Filler2"}
+	in := AppendPointJSON(nil, &p)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := ParsePointJSON(in); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 3 {
+		t.Fatalf("ParsePointJSON allocated %.1f times, want at most 3", allocs)
+	}
+}

@@ -39,3 +39,22 @@ func TestTree(t *testing.T) {
 		t.Error("unknown path found")
 	}
 }
+
+// A new value of a known path is stored in place: the tree is updated for
+// every point of a busy stream.
+func TestTreeUpdateKnownPathDoesNotAllocate(t *testing.T) {
+	tr := NewTree()
+	p := Point{Path: "Plant1/Line2/Filler/Temperature", Time: time.Unix(1, 0), Value: FloatValue(1), Quality: Good}
+	tr.Update(p)
+	allocs := testing.AllocsPerRun(100, func() {
+		p.Time = p.Time.Add(time.Second)
+		tr.Update(p)
+	})
+	if allocs != 0 {
+		t.Fatalf("Update of a known path allocated %.1f times, want 0", allocs)
+	}
+	v, ok := tr.Browse(p.Path)
+	if !ok || v.Point == nil || !v.Point.Time.Equal(p.Time) {
+		t.Fatalf("Browse after updates: %+v, want the point at %v", v.Point, p.Time)
+	}
+}

@@ -611,6 +611,7 @@ func (p *partition) readViews(views []segView, offset, n int64, opts mlog.FetchO
 			if err != nil {
 				return out, p.readFailed(offset, fmt.Errorf("read %s/%d at offset %d: %s at position %d: %w", p.topic, p.id, offset, s.path, pos, err))
 			}
+			at := pos
 			pos += h.size()
 			if h.nextOffset() <= offset {
 				continue
@@ -624,11 +625,13 @@ func (p *partition) readViews(views []segView, offset, n int64, opts mlog.FetchO
 			for j := n0; j < len(out); j++ {
 				sz := len(out[j].Key) + len(out[j].Value)
 				if j > 0 && (bytes+sz > opts.MaxBytes || (opts.MaxRecords > 0 && j >= opts.MaxRecords)) {
+					s.noteRead(h.baseOffset, at) // the next read resumes in this batch
 					return out[:j], nil
 				}
 				bytes += sz
 			}
 			offset = h.nextOffset()
+			s.noteRead(offset, pos)
 			if bytes >= opts.MaxBytes || (opts.MaxRecords > 0 && len(out) >= opts.MaxRecords) {
 				return out, nil
 			}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
+	"sync/atomic"
 	"time"
 )
 
@@ -52,6 +54,14 @@ type segment struct {
 	// lastIndexed is the size at the last index entry.
 	lastIndexed int64
 	sealed      bool
+	// readHint is where a read of the segment last stopped, at a batch
+	// boundary: the batch's offset relative to base in the high 32 bits,
+	// its position in the low. A consumer tailing the topic starts its next
+	// read there instead of at the sparse index entry before it, which made
+	// every fetch re-read (and CRC-check) up to indexInterval bytes it had
+	// already consumed. Readers of any offset may set it; lookup uses it
+	// only when it lies at or before the offset wanted.
+	readHint atomic.Uint64
 
 	// Writer-side state of the active segment, published to the fields
 	// above (under the partition's mu) once the bytes are fsynced. The
@@ -93,14 +103,33 @@ func (s *segment) noteBatch(pos int64, base int64, count int, maxTs int64, size 
 	s.size = pos + size
 }
 
-// lookup returns the file position to start scanning for offset.
+// lookup returns the file position to start scanning for offset: the
+// latest batch boundary known at or before it, from the sparse index or the
+// read hint.
 func (s segView) lookup(offset int64) int64 {
 	rel := offset - s.s.base
 	i := sort.Search(len(s.index), func(i int) bool { return int64(s.index[i].rel) > rel })
-	if i == 0 {
-		return 0
+	var pos int64
+	if i > 0 {
+		pos = int64(s.index[i-1].pos)
 	}
-	return int64(s.index[i-1].pos)
+	if h := s.s.readHint.Load(); h != 0 {
+		hrel, hpos := int64(h>>32), int64(uint32(h))
+		if hrel <= rel && hpos > pos && hpos <= s.synced {
+			pos = hpos
+		}
+	}
+	return pos
+}
+
+// noteRead records that a read stopped at the batch boundary pos, whose
+// batch starts at offset (see readHint).
+func (s *segment) noteRead(offset, pos int64) {
+	rel := offset - s.base
+	if rel < 0 || rel > math.MaxUint32 || pos <= 0 || pos > math.MaxUint32 {
+		return
+	}
+	s.readHint.Store(uint64(rel)<<32 | uint64(pos))
 }
 
 // lookupTime returns the file position to start scanning for timestamp ts.

@@ -1,0 +1,87 @@
+package embedded
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/millstream/millstream/log"
+)
+
+// A read leaves a hint where it stopped, so that a consumer tailing the
+// topic starts its next read there rather than at the sparse index entry
+// before it; reads of any other offset still return exactly their records.
+func TestReadHint(t *testing.T) {
+	l := openT(t, t.TempDir(), Options{})
+	ctx := context.Background()
+	if err := l.CreateTopic(ctx, "t", log.TopicConfig{Partitions: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// 40 batches of 3 records each, all within one index interval.
+	const batches, per = 40, 3
+	for b := range batches {
+		var rs []*log.Record
+		for i := range per {
+			rs = append(rs, &log.Record{Topic: "t", Key: []byte("k"), Value: []byte(fmt.Sprintf("v%04d", b*per+i))})
+		}
+		if err := l.ProduceSync(ctx, rs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := l.partition("t", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	view := func() segView {
+		p.mu.RLock()
+		defer p.mu.RUnlock()
+		return p.segs[0].view()
+	}
+	v := view()
+	if len(v.index) != 1 || v.synced >= indexInterval {
+		t.Fatalf("test wants one index entry for the whole segment; have %d entries over %d bytes", len(v.index), v.synced)
+	}
+	batchSize := v.synced / batches // the batches are all the same size
+
+	fetch := func(off int64, max int) []log.Record {
+		t.Helper()
+		rs, err := l.Fetch(ctx, "t", 0, off, log.FetchOptions{MaxRecords: max, MaxBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range rs {
+			want := fmt.Sprintf("v%04d", off+int64(i))
+			if r.Offset != off+int64(i) || string(r.Value) != want {
+				t.Fatalf("Fetch(%d, max %d)[%d] = offset %d %q, want offset %d %q", off, max, i, r.Offset, r.Value, off+int64(i), want)
+			}
+		}
+		return rs
+	}
+
+	// A read that ends at a batch boundary: the next starts at that batch.
+	fetch(0, 30)
+	if got, want := view().lookup(30), 10*batchSize; got != want {
+		t.Fatalf("after reading offsets 0-29, lookup(30) = %d, want %d (batch 10)", got, want)
+	}
+	// One that ends inside a batch: the next starts at the batch's start.
+	fetch(30, 4)
+	if got, want := view().lookup(34), 11*batchSize; got != want {
+		t.Fatalf("after reading offsets 30-33, lookup(34) = %d, want %d (batch 11)", got, want)
+	}
+	// An offset before the hint is found from the index.
+	if got := view().lookup(5); got != 0 {
+		t.Fatalf("lookup(5) = %d, want 0 (the index entry)", got)
+	}
+
+	// Readers at random offsets with random limits, each leaving hints the
+	// next must not be misled by.
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		off := r.Int64N(batches * per)
+		rs := fetch(off, 1+r.IntN(7))
+		if len(rs) == 0 {
+			t.Fatalf("Fetch(%d) returned nothing", off)
+		}
+	}
+}
