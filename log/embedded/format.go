@@ -312,24 +312,31 @@ type chunkReader struct {
 }
 
 // batch returns the CRC-checked batch at pos of a segment whose valid bytes
-// end at limit. A batch the chunk does not hold whole (larger than what is
-// left of it, or torn) goes to readBatchAt, which reads it on its own and
+// end at limit. A batch the chunk does not hold whole starts the next chunk
+// (the chunk's last bytes are then read twice, not the batch); one larger
+// than a chunk, or torn, goes to readBatchAt, which reads it on its own and
 // reports what is wrong with it.
 func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 	if pos < c.start || pos+batchHeaderSize > c.start+int64(len(c.buf)) {
 		if limit-pos < batchHeaderSize {
 			return readBatchAt(c.r, pos, limit)
 		}
-		buf := make([]byte, min(limit-pos, readAhead))
-		if _, err := c.r.ReadAt(buf, pos); err != nil {
-			return batchHeader{}, nil, fmt.Errorf("read batch at %d: %w", pos, err)
+		if err := c.fill(pos, limit); err != nil {
+			return batchHeader{}, nil, err
 		}
-		c.start, c.buf = pos, buf
 	}
 	b := c.buf[pos-c.start:]
 	h, err := parseHeader(b)
 	if err != nil {
 		return h, nil, err
+	}
+	if h.size() > int64(len(b)) && pos > c.start && h.size() <= readAhead && pos+h.size() <= limit {
+		// Cut off by the end of the chunk: a consumer more than a chunk
+		// behind meets one of these per chunk.
+		if err := c.fill(pos, limit); err != nil {
+			return batchHeader{}, nil, err
+		}
+		b = c.buf
 	}
 	if h.size() > int64(len(b)) {
 		return readBatchAt(c.r, pos, limit)
@@ -339,6 +346,16 @@ func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 		return h, nil, err
 	}
 	return h, raw, nil
+}
+
+// fill reads the chunk that starts at pos.
+func (c *chunkReader) fill(pos, limit int64) error {
+	buf := make([]byte, min(limit-pos, readAhead))
+	if _, err := c.r.ReadAt(buf, pos); err != nil {
+		return fmt.Errorf("read batch at %d: %w", pos, err)
+	}
+	c.start, c.buf = pos, buf
+	return nil
 }
 
 // ScannedBatch is one valid batch found by ScanSegment.

@@ -46,6 +46,23 @@ func FuzzSegmentReader(f *testing.F) {
 		if end < 0 || end > int64(len(data)) {
 			t.Fatalf("valid end %d outside [0, %d]", end, len(data))
 		}
+		// The fetch path's reader (chunks of readAhead, refilled at a cut
+		// batch) over the same bytes: never a panic, never a batch with a
+		// bad CRC, always forward.
+		c := chunkReader{r: bytes.NewReader(data)}
+		for pos := int64(0); pos < int64(len(data)); {
+			h, raw, err := c.batch(pos, int64(len(data)))
+			if err != nil {
+				break
+			}
+			if crc32.Checksum(raw[8:], castagnoli) != binary.BigEndian.Uint32(raw[4:]) {
+				t.Fatalf("chunk reader returned the batch at %d with a bad CRC", pos)
+			}
+			if h.size() != int64(len(raw)) || h.size() <= 0 {
+				t.Fatalf("chunk reader: batch at %d of %d bytes, header says %d", pos, len(raw), h.size())
+			}
+			pos += h.size()
+		}
 	})
 }
 

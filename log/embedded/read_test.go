@@ -1,6 +1,7 @@
 package embedded
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -83,5 +84,51 @@ func TestReadHint(t *testing.T) {
 		if len(rs) == 0 {
 			t.Fatalf("Fetch(%d) returned nothing", off)
 		}
+	}
+}
+
+// countingReader counts the reads a chunkReader makes.
+type countingReader struct {
+	r            *bytes.Reader
+	reads, bytes int
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.reads++
+	c.bytes += len(p)
+	return c.r.ReadAt(p, off)
+}
+
+// A batch cut off by the end of a chunk starts the next chunk: reading a
+// segment of many batches costs one read per chunk, not an extra read of
+// every batch that straddles two.
+func TestChunkReaderRefillsAtCutBatch(t *testing.T) {
+	var seg []byte
+	var e batchEncoder
+	const n = 40
+	for i := range n {
+		e.reset(int64(i))
+		e.add(&log.Record{Key: []byte("k"), Value: bytes.Repeat([]byte{'x'}, 5000+i)})
+		seg = append(seg, e.finish()...)
+	}
+	cr := &countingReader{r: bytes.NewReader(seg)}
+	c := chunkReader{r: cr}
+	pos, limit := int64(0), int64(len(seg))
+	for i := range n {
+		h, raw, err := c.batch(pos, limit)
+		if err != nil {
+			t.Fatalf("batch %d at %d: %v", i, pos, err)
+		}
+		recs, err := decodeRecords(raw, h, "t", 0, 0, nil)
+		if err != nil || len(recs) != 1 || len(recs[0].Value) != 5000+i {
+			t.Fatalf("batch %d: %d records, %v", i, len(recs), err)
+		}
+		pos += h.size()
+	}
+	// Each chunk ends with at most one partial batch, read again at the
+	// start of the next.
+	maxReads := len(seg)/(readAhead-5100) + 1
+	if cr.reads > maxReads {
+		t.Fatalf("%d reads (%d bytes) for a %d-byte segment, want at most %d", cr.reads, cr.bytes, len(seg), maxReads)
 	}
 }
