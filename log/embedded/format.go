@@ -312,16 +312,16 @@ type chunkReader struct {
 }
 
 // batch returns the CRC-checked batch at pos of a segment whose valid bytes
-// end at limit. A batch the chunk does not hold whole starts the next chunk
-// (the chunk's last bytes are then read twice, not the batch); one larger
-// than a chunk, or torn, goes to readBatchAt, which reads it on its own and
-// reports what is wrong with it.
+// end at limit. A batch the chunk does not hold whole (cut off by its end,
+// or larger than a chunk, as a normaliser's batch of points often is) starts
+// the next chunk, which keeps the bytes already read: no byte is read twice.
+// A torn batch goes to readBatchAt, which says what is wrong with it.
 func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 	if pos < c.start || pos+batchHeaderSize > c.start+int64(len(c.buf)) {
 		if limit-pos < batchHeaderSize {
 			return readBatchAt(c.r, pos, limit)
 		}
-		if err := c.fill(pos, limit); err != nil {
+		if err := c.next(pos, limit, 0); err != nil {
 			return batchHeader{}, nil, err
 		}
 	}
@@ -330,16 +330,14 @@ func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 	if err != nil {
 		return h, nil, err
 	}
-	if h.size() > int64(len(b)) && pos > c.start && h.size() <= readAhead && pos+h.size() <= limit {
-		// Cut off by the end of the chunk: a consumer more than a chunk
-		// behind meets one of these per chunk.
-		if err := c.fill(pos, limit); err != nil {
+	if h.size() > int64(len(b)) {
+		if pos+h.size() > limit {
+			return readBatchAt(c.r, pos, limit)
+		}
+		if err := c.next(pos, limit, h.size()); err != nil {
 			return batchHeader{}, nil, err
 		}
 		b = c.buf
-	}
-	if h.size() > int64(len(b)) {
-		return readBatchAt(c.r, pos, limit)
 	}
 	raw := b[:h.size():h.size()]
 	if err := checkCRC(raw); err != nil {
@@ -348,10 +346,18 @@ func (c *chunkReader) batch(pos, limit int64) (batchHeader, []byte, error) {
 	return h, raw, nil
 }
 
-// fill reads the chunk that starts at pos.
-func (c *chunkReader) fill(pos, limit int64) error {
-	buf := make([]byte, min(limit-pos, readAhead))
-	if _, err := c.r.ReadAt(buf, pos); err != nil {
+// next makes the chunk start at pos and hold at least need bytes (and
+// readAhead more, as far as limit). What the current chunk holds from pos
+// on is copied, not read again; the current chunk itself is left as it is,
+// since records decoded from it point into it.
+func (c *chunkReader) next(pos, limit, need int64) error {
+	var have []byte
+	if pos >= c.start && pos < c.start+int64(len(c.buf)) {
+		have = c.buf[pos-c.start:]
+	}
+	buf := make([]byte, min(limit-pos, need+readAhead))
+	n := copy(buf, have)
+	if _, err := c.r.ReadAt(buf[n:], pos+int64(n)); err != nil {
 		return fmt.Errorf("read batch at %d: %w", pos, err)
 	}
 	c.start, c.buf = pos, buf

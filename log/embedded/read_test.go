@@ -3,6 +3,7 @@ package embedded
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -99,36 +100,53 @@ func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
 	return c.r.ReadAt(p, off)
 }
 
-// A batch cut off by the end of a chunk starts the next chunk: reading a
-// segment of many batches costs one read per chunk, not an extra read of
-// every batch that straddles two.
-func TestChunkReaderRefillsAtCutBatch(t *testing.T) {
+// A batch the chunk does not hold whole (cut off by its end, or larger
+// than a chunk) starts the next chunk, keeping what was read: reading a
+// segment reads each of its bytes once.
+func TestChunkReaderReadsEachByteOnce(t *testing.T) {
 	var seg []byte
 	var e batchEncoder
-	const n = 40
-	for i := range n {
+	var sizes []int
+	for i := range 40 {
+		size := 5000 + i
+		if i%7 == 3 {
+			size = readAhead + 20000*i // larger than a chunk
+		}
+		sizes = append(sizes, size)
 		e.reset(int64(i))
-		e.add(&log.Record{Key: []byte("k"), Value: bytes.Repeat([]byte{'x'}, 5000+i)})
+		e.add(&log.Record{Key: []byte("k"), Value: bytes.Repeat([]byte{'x'}, size)})
 		seg = append(seg, e.finish()...)
 	}
 	cr := &countingReader{r: bytes.NewReader(seg)}
 	c := chunkReader{r: cr}
 	pos, limit := int64(0), int64(len(seg))
-	for i := range n {
+	for i, size := range sizes {
 		h, raw, err := c.batch(pos, limit)
 		if err != nil {
 			t.Fatalf("batch %d at %d: %v", i, pos, err)
 		}
 		recs, err := decodeRecords(raw, h, "t", 0, 0, nil)
-		if err != nil || len(recs) != 1 || len(recs[0].Value) != 5000+i {
+		if err != nil || len(recs) != 1 || len(recs[0].Value) != size {
 			t.Fatalf("batch %d: %d records, %v", i, len(recs), err)
 		}
 		pos += h.size()
 	}
-	// Each chunk ends with at most one partial batch, read again at the
-	// start of the next.
-	maxReads := len(seg)/(readAhead-5100) + 1
-	if cr.reads > maxReads {
-		t.Fatalf("%d reads (%d bytes) for a %d-byte segment, want at most %d", cr.reads, cr.bytes, len(seg), maxReads)
+	if cr.bytes != len(seg) {
+		t.Fatalf("read %d bytes in %d reads for a %d-byte segment, want each byte once", cr.bytes, cr.reads, len(seg))
+	}
+	// A torn last batch is still reported as torn.
+	c = chunkReader{r: bytes.NewReader(seg[:len(seg)-10])}
+	pos = 0
+	var lastErr error
+	for pos < int64(len(seg)-10) {
+		h, _, err := c.batch(pos, int64(len(seg)-10))
+		if err != nil {
+			lastErr = err
+			break
+		}
+		pos += h.size()
+	}
+	if !errors.Is(lastErr, errCorrupt) {
+		t.Fatalf("torn last batch: %v, want errCorrupt", lastErr)
 	}
 }
